@@ -1,0 +1,5 @@
+"""Entry point for ``python -m lsq_sync``."""
+
+from lsq_sync.cli import main
+
+main()

@@ -1,0 +1,335 @@
+"""The `lsq-sync` command line: loads config, builds objects, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import click
+
+from lsq_sync import __version__, app, db, logs, runs, schema
+from lsq_sync import config as config_mod
+from lsq_sync.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    LockedError,
+    LsqSyncError,
+    StoreError,
+)
+from lsq_sync.pull import PullOptions
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ABORTED, EXIT_LOCKED = 0, 1, 2, 3, 75
+
+
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, LockedError):
+        return EXIT_LOCKED
+    if isinstance(exc, AuthError | StoreError | ApiError):
+        return EXIT_ABORTED
+    return EXIT_ABORTED
+
+
+@dataclass
+class Settings:
+    config_path: str | None
+    log_format: str | None
+    log_level: str | None
+    _config: config_mod.Config | None = None
+
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            self._config = config_mod.load(self.config_path)
+        return self._config
+
+    def setup_logging(self, cfg: config_mod.Config | None = None) -> bool:
+        """Configure logging for the command; returns True when stderr is a terminal."""
+        fmt = self.log_format or (cfg.log.format if cfg else "auto")
+        level = self.log_level or (cfg.log.level if cfg else "info")
+        logs.configure(fmt, level, secrets=cfg.secrets() if cfg else ())
+        return logs.wants_console("auto", sys.stderr)
+
+
+class Group(click.Group):
+    """Turns lsq-sync's errors into one line and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LsqSyncError as exc:
+            fail(str(exc), exit_code(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; what was finished is saved, the next run continues", EXIT_PARTIAL)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"lsq-sync: {message}", err=True)
+    sys.exit(code)
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
+                                          "max_content_width": 100})
+@click.option("--config", "config_path", metavar="PATH", envvar=None,
+              help="TOML config file. Default: $LSQ_SYNC_CONFIG, else ./lsq_sync.toml.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]),
+              help="Override [log].format: console on a TTY and JSON lines otherwise (auto).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Override [log].level.")
+@click.version_option(__version__, prog_name="lsq-sync")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
+        log_level: str | None) -> None:
+    """Sync LeadSquared tasks into a SQL database and push local edits back.
+
+    \b
+    Exit status: 0 all done; 1 the run finished but some leads or edits
+    failed; 2 bad usage or configuration; 3 aborted (credentials rejected,
+    database unreachable, schema not current); 75 another run holds the lock.
+    """
+    ctx.obj = Settings(config_path, log_format, log_level)
+
+
+# -- db ------------------------------------------------------------------------------------
+
+@cli.group(cls=Group)
+def db_group() -> None:
+    """Create, migrate and inspect the database schema."""
+
+
+cli.add_command(db_group, "db")
+
+
+@db_group.command("upgrade")
+@pass_settings
+def db_upgrade(settings: Settings) -> None:
+    """Create the tables, or migrate them to this version's schema.
+
+    Safe to run at any time: a current schema is left as it is.
+    """
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    engine = db.make_engine(cfg.database.url)
+    db.check_connection(engine)
+    before, after = schema.upgrade(engine)
+    where = db.safe_url(engine.url)
+    if before == after:
+        click.echo(f"{where}: schema already at revision {after}")
+    else:
+        click.echo(f"{where}: schema upgraded from {before or 'nothing'} to revision {after}")
+
+
+@db_group.command("current")
+@pass_settings
+def db_current(settings: Settings) -> None:
+    """Print the database's schema revision and whether it is current."""
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    engine = db.make_engine(cfg.database.url)
+    db.check_connection(engine)
+    rev = schema.current(engine)
+    head = schema.head()
+    if rev is None:
+        click.echo(f"none (this version needs {head}; run `lsq-sync db upgrade`)")
+    elif rev == head:
+        click.echo(f"{rev} (current)")
+    else:
+        click.echo(f"{rev} (this version needs {head}; run `lsq-sync db upgrade`)")
+
+
+# -- pull ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--lead-id", "lead_ids", multiple=True, metavar="ID",
+              help="Pull only this lead (repeatable) instead of the leads from [leads].query.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Pull at most N leads (the first N the query returns).")
+@pass_settings
+def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None) -> None:
+    """Fetch the tasks of every lead and upsert them into lsq_tasks.
+
+    The lead ids come from [leads].query (first column) on [leads].url, or from
+    --lead-id. Tasks missing from a lead's answer get deleted_at set; tasks that
+    come back have it cleared. Requests run concurrently, never faster than
+    [lsq].rate_limit_calls per [lsq].rate_limit_period_s. A lead that fails
+    changes nothing and makes the exit status 1.
+    """
+    cfg = settings.config()
+    tty = settings.setup_logging(cfg)
+    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit)
+    result = app.pull(cfg, options, app.Context(tty=tty))
+    sys.exit(EXIT_PARTIAL if result.counts.failures else EXIT_OK)
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+RUN_COLUMNS = [("id", 5), ("command", 7), ("status", 9), ("started (UTC)", 19), ("secs", 7),
+               ("leads ok/fail/total", 19), ("tasks +/-", 11), ("edits sent/fail", 15),
+               ("calls", 6), ("thr", 4)]
+
+
+@cli.command("runs")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many runs to show, newest first.")
+@pass_settings
+def runs_cmd(settings: Settings, limit: int) -> None:
+    """List recent runs with their counts and status, newest first."""
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    engine = app.open_store(cfg)
+    rows = runs.recent(engine, limit)
+    if not rows:
+        click.echo("no runs yet")
+        return
+    click.echo("  ".join(name.ljust(width) for name, width in RUN_COLUMNS) + "  error")
+    for r in rows:
+        secs = runs.duration(r["started_at"], r["finished_at"])
+        cells = [
+            str(r["id"]), r["command"], r["status"],
+            r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            f"{secs:.1f}" if secs is not None else "-",
+            f"{r['leads_ok']}/{r['leads_failed']}/{r['leads_total']}",
+            f"+{r['tasks_upserted']}/-{r['tasks_deleted']}",
+            f"{r['edits_sent']}/{r['edits_failed']}",
+            str(r["api_calls"]), str(r["throttled"]),
+        ]
+        line = "  ".join(c.ljust(w) for c, (_, w) in zip(cells, RUN_COLUMNS, strict=True))
+        error = (r["error"] or "").replace("\n", " ")
+        click.echo(f"{line}  {error[:80]}".rstrip())
+
+
+# -- simulate and demo ---------------------------------------------------------------------
+
+def _range(text: str, name: str) -> tuple[float, float]:
+    try:
+        low, _, high = text.partition("-")
+        lo, hi = float(low), float(high or low)
+    except ValueError:
+        raise click.BadParameter(f"expected MIN-MAX in milliseconds, e.g. 200-400; got {text!r}",
+                                 param_hint=name) from None
+    if lo < 0 or hi < lo:
+        raise click.BadParameter("expected 0 <= MIN <= MAX", param_hint=name)
+    return lo, hi
+
+
+def _limit(text: str) -> tuple[int, float]:
+    if text.strip() in ("0", "none", "off"):
+        return 0, 5.0
+    try:
+        calls, _, period = text.partition("/")
+        result = int(calls), float(period or 5)
+    except ValueError:
+        raise click.BadParameter(f"expected CALLS/SECONDS such as 25/5, or 0 for none; "
+                                 f"got {text!r}", param_hint="--rate-limit") from None
+    if result[0] < 0 or result[1] <= 0:
+        raise click.BadParameter("expected CALLS >= 0 and SECONDS > 0",
+                                 param_hint="--rate-limit")
+    return result
+
+
+share = click.FloatRange(0, 1)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--leads", type=click.IntRange(min=0), default=300, show_default=True,
+              help="How many leads the account has.")
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Seed for the generated leads and tasks.")
+@click.option("--max-tasks", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Each lead has 0 to this many tasks.")
+@click.option("--rate-limit", default="25/5", show_default=True, metavar="CALLS/SECONDS",
+              help="The account's limit, enforced over a sliding window; 0 for none.")
+@click.option("--throttle-status", type=click.Choice(["429", "200", "403"]), default="429",
+              show_default=True, help="HTTP status of throttle answers (all three occur).")
+@click.option("--latency", default="0-0", show_default=True, metavar="MIN-MAX",
+              help="Added latency per request, in milliseconds.")
+@click.option("--bare-500", type=share, default=0.0, help="Share of requests answered by a "
+              "bare 500 (transient).")
+@click.option("--malformed", type=share, default=0.0, help="Share answered by truncated JSON.")
+@click.option("--html-502", type=share, default=0.0, help="Share answered by a proxy's HTML page.")
+@click.option("--drop", type=share, default=0.0, help="Share whose connection drops mid-body.")
+@click.option("--slow", type=share, default=0.0, help="Share answered after --slow-s seconds.")
+@click.option("--slow-s", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Delay of slow answers.")
+@click.option("--mx-error-every", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Every Nth lead always answers a 500 MX error (a logical error).")
+@click.option("--bad-record-every", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Every Nth lead lists a task with a wrongly typed field.")
+@click.option("--account-host", metavar="URL",
+              help="The API host UserByAccessKey.Get names (default: this server).")
+@click.option("--leads-db", metavar="URL",
+              help="Also write the account's lead ids into a `leads` table of this database, "
+                   "ready for the default [leads].query.")
+def simulate(port: int, leads: int, seed: int, max_tasks: int, rate_limit: str,
+             throttle_status: str, latency: str, bare_500: float, malformed: float,
+             html_502: float, drop: float, slow: float, slow_s: float, mx_error_every: int,
+             bad_record_every: int, account_host: str | None, leads_db: str | None) -> None:
+    """Serve a local LeadSquared-compatible API for trying and testing.
+
+    It answers RetrieveTaskByLeadId, Task.svc/Update and
+    Authentication.svc/UserByAccessKey.Get like the real API, with
+    deterministic generated data, the rate limit enforced, and faults on
+    demand. GET /_sim/stats shows calls, throttles and the busiest window.
+    It uses its own demo keys, printed at start. Stop it with Ctrl-C.
+    """
+    from lsq_sync import demo
+    from lsq_sync.simulator import Faults, SimConfig, Simulator
+
+    calls, period = _limit(rate_limit)
+    faults = Faults(latency_ms=_range(latency, "--latency"), bare_500=bare_500,
+                    malformed=malformed, html_502=html_502, drop=drop, slow=slow, slow_s=slow_s,
+                    mx_error_every=mx_error_every, bad_record_every=bad_record_every)
+    if sum((bare_500, malformed, html_502, drop, slow)) > 1:
+        raise click.BadParameter("the fault shares add up to more than 1")
+    sim_cfg = SimConfig(leads=leads, seed=seed, max_tasks=max_tasks, rate_calls=calls,
+                        rate_period_s=period, throttle_status=int(throttle_status),
+                        account_host=account_host, faults=faults)
+    try:
+        sim = Simulator(sim_cfg, port=port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+                          f"choose another --port") from None
+    if leads_db:
+        written = demo.fill_leads_table(leads_db, sim.state.lead_ids())
+        click.echo(f"wrote {written} lead ids into table `leads` of {db.safe_url(leads_db)}")
+    click.echo(f"LeadSquared simulator on {sim.url}: {leads} leads, limit "
+               f"{calls or 'none'}{f'/{period:g}s' if calls else ''}")
+    click.echo(f"  [lsq] base_url = \"{sim.url}\"")
+    click.echo(f"  access_key = \"{sim.cfg.access_key}\"   (public demo key)")
+    click.echo(f"  secret_key = \"{sim.cfg.secret_key}\"   (public demo key)")
+    try:
+        sim.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder for the demo's database and config (default: a new temp folder).")
+@click.option("--leads", type=click.IntRange(min=1, max=5000), default=250, show_default=True,
+              help="How many leads the simulated account has.")
+@pass_settings
+def demo(settings: Settings, directory: str | None, leads: int) -> None:
+    """Run the whole job end to end on an embedded default: simulator + SQLite.
+
+    Starts a simulated account on loopback, creates a SQLite database in its
+    own folder, migrates it, pulls every lead's tasks with the progress bar,
+    changes a few tasks in the CRM and pulls again, then prints a summary and a
+    sample SQL report. Needs no setup and leaves the folder for you to explore.
+    """
+    from lsq_sync import demo as demo_mod
+
+    tty = settings.setup_logging(None)
+    code = demo_mod.run(directory, leads=leads, tty=tty, echo=click.echo)
+    sys.exit(code)
+
+
+def main() -> None:
+    cli(prog_name="lsq-sync")

@@ -1,0 +1,232 @@
+"""The LeadSquared API client: auth, timeouts, error classes, retries and pacing."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import httpx
+
+from lsq_sync import __version__
+from lsq_sync.config import LsqConfig
+from lsq_sync.errors import (
+    ApiError,
+    AuthError,
+    RejectedError,
+    ThrottledError,
+    TransientError,
+)
+from lsq_sync.ratelimit import RateLimiter
+from lsq_sync.tasks import parse_task_list
+
+RETRIEVE_TASKS = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
+UPDATE_TASK = "/v2/Task.svc/Update"
+USER_BY_ACCESS_KEY = "/v2/Authentication.svc/UserByAccessKey.Get"
+
+_LIMIT_RE = re.compile(r"limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s*second", re.IGNORECASE)
+MAX_BACKOFF_S = 60.0
+
+
+def secret_forms(secrets: Iterable[str]) -> list[str]:
+    """Each secret as written and as URL-encoded, longest first, for redaction."""
+    forms = set()
+    for s in secrets:
+        if s:
+            forms.update({s, quote(s, safe=""), quote_plus(s)})
+    return sorted(forms, key=len, reverse=True)
+
+
+def redact(text: str, forms: Iterable[str]) -> str:
+    for form in forms:
+        if form in text:
+            text = text.replace(form, "***")
+    return text
+
+
+def throttle_limit(message: str) -> tuple[int | None, float | None]:
+    match = _LIMIT_RE.search(message)
+    if not match:
+        return None, None
+    return int(match.group(1)), float(match.group(2))
+
+
+def _is_throttle(body: Any) -> bool:
+    if not isinstance(body, dict):
+        return False
+    kind = str(body.get("ExceptionType") or "")
+    message = str(body.get("ExceptionMessage") or body.get("Message") or "")
+    return "RateLimit" in kind or _LIMIT_RE.search(message) is not None
+
+
+def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
+    """The parsed body of a usable answer, or the ApiError this answer amounts to."""
+    try:
+        body: Any = json.loads(content) if content else None
+        parsed = True
+    except (ValueError, UnicodeDecodeError):
+        body, parsed = None, False
+    kind = message = ""
+    if isinstance(body, dict):
+        kind = str(body.get("ExceptionType") or "")[:200]
+        raw_message = body.get("ExceptionMessage") or body.get("Message") or ""
+        message = redact(str(raw_message)[:500], forms) if isinstance(raw_message, str) else ""
+    if _is_throttle(body) or (status == 429 and not kind):
+        calls, period = throttle_limit(message)
+        return _raise(ThrottledError(message or f"HTTP {status}: rate limit exceeded",
+                                     calls=calls, period_s=period, status_code=status))
+    described = f"{kind}: {message}" if kind else (message or f"HTTP {status}")
+    if status == 401:
+        return _raise(AuthError(f"the API rejected the credentials or the host (HTTP 401: "
+                                f"{described})", exception_type=kind or None, status_code=401))
+    if status >= 500:
+        if kind.startswith("MX"):
+            return _raise(RejectedError(described, exception_type=kind, status_code=status))
+        return _raise(TransientError(f"HTTP {status} from the API", status_code=status))
+    if status in (408, 425):
+        return _raise(TransientError(f"HTTP {status} from the API", status_code=status))
+    if status != 200:
+        return _raise(RejectedError(f"HTTP {status}: {described}", exception_type=kind or None,
+                                    status_code=status))
+    if not parsed:
+        return _raise(TransientError("the API answered with a body that is not JSON",
+                                     status_code=status))
+    if isinstance(body, dict) and str(body.get("Status", "")).lower() == "error":
+        return _raise(RejectedError(described, exception_type=kind or None, status_code=status))
+    return body
+
+
+def _raise(exc: ApiError) -> Any:
+    raise exc
+
+
+class Stats:
+    """Counts shared by every thread of a run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.throttled = 0
+        self.retries = 0
+
+    def add(self, *, calls: int = 0, throttled: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.calls += calls
+            self.throttled += throttled
+            self.retries += retries
+
+
+class LsqClient:
+    """Thread-safe: one instance serves every worker of a run."""
+
+    def __init__(self, cfg: LsqConfig, limiter: RateLimiter, *,
+                 transport: httpx.BaseTransport | None = None,
+                 sleep: Callable[[float], Any] | None = None,
+                 on_event: Callable[..., None] | None = None) -> None:
+        cfg.require_credentials()
+        self.cfg = cfg
+        self.limiter = limiter
+        self.stats = Stats()
+        self._forms = secret_forms([cfg.access_key.reveal(), cfg.secret_key.reveal()])
+        self._sleep = sleep or (lambda s: limiter.stop.wait(s))
+        self._on_event = on_event or (lambda *a, **k: None)
+        headers = {"User-Agent": f"lsq-sync/{__version__}", "Accept": "application/json"}
+        self._params: dict[str, str] = {}
+        if cfg.auth == "header":
+            headers["x-LSQ-AccessKey"] = cfg.access_key.reveal()
+            headers["x-LSQ-SecretKey"] = cfg.secret_key.reveal()
+        else:
+            # httpx percent-encodes params, so the `$` in access keys arrives intact.
+            self._params = {"accessKey": cfg.access_key.reveal(),
+                            "secretKey": cfg.secret_key.reveal()}
+        self._http = httpx.Client(
+            base_url=cfg.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(cfg.timeout_s),
+            limits=httpx.Limits(max_connections=cfg.concurrency,
+                                max_keepalive_connections=cfg.concurrency),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LsqClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._forms)
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def retrieve_tasks(self, lead_id: str) -> list[dict[str, Any]]:
+        body = self.request("GET", RETRIEVE_TASKS, params={"leadId": lead_id})
+        return parse_task_list(body, lead_id)
+
+    def update_task(self, payload: dict[str, Any]) -> Any:
+        return self.request("POST", UPDATE_TASK, json_body=payload)
+
+    def user_by_access_key(self) -> Any:
+        return self.request("GET", USER_BY_ACCESS_KEY)
+
+    # -- the request loop ----------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                json_body: Any = None) -> Any:
+        """One logical call: waits for a slot, retries what is worth retrying."""
+        attempt = 0
+        throttle_waits = 0
+        query = {**(params or {}), **self._params}
+        while True:
+            self.limiter.acquire()
+            self.stats.add(calls=1)
+            try:
+                response = self._http.request(method, path, params=query or None,
+                                              json=json_body)
+                return classify(response.status_code, response.content, self._forms)
+            except ThrottledError as exc:
+                self.stats.add(throttled=1)
+                throttle_waits += 1
+                new_limit = self.limiter.throttled(exc.calls, exc.period_s)
+                self._on_event("throttled", path=path, status=exc.status_code,
+                               stated_calls=exc.calls, stated_period_s=exc.period_s,
+                               new_limit=new_limit)
+                if throttle_waits >= self.cfg.max_throttle_waits:
+                    raise TransientError(
+                        f"still rate-limited after {throttle_waits} waits; another "
+                        f"integration may be using the account's whole budget"
+                    ) from None
+                continue
+            except (TransientError, httpx.TransportError) as exc:
+                error = exc if isinstance(exc, TransientError) else self._transport_error(exc)
+            attempt += 1
+            if attempt >= self.cfg.max_attempts:
+                raise TransientError(f"{error} (gave up after {attempt} attempts)",
+                                     status_code=error.status_code) from None
+            delay = self.backoff(attempt)
+            self.stats.add(retries=1)
+            self._on_event("retry", path=path, attempt=attempt, error=str(error),
+                           delay_s=round(delay, 3))
+            self._sleep(delay)
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential with jitter: half fixed, half random, capped."""
+        full = min(MAX_BACKOFF_S, self.cfg.retry_backoff_s * 2 ** (attempt - 1))
+        return float(full / 2 + random.uniform(0, full / 2))
+
+    def _transport_error(self, exc: httpx.TransportError) -> TransientError:
+        if isinstance(exc, httpx.TimeoutException):
+            return TransientError(f"no answer within {self.cfg.timeout_s:g}s "
+                                  f"({type(exc).__name__})")
+        detail = self.redact(str(exc))[:200]
+        return TransientError(f"connection failed ({type(exc).__name__}: {detail})")
+
+

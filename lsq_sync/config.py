@@ -1,0 +1,293 @@
+"""Load and validate the TOML configuration, with environment overrides for secrets."""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from lsq_sync.errors import ConfigError
+
+ENV_CONFIG = "LSQ_SYNC_CONFIG"
+ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
+ENV_SECRET_KEY = "LSQ_SECRET_KEY"  # noqa: S105 - a variable name
+ENV_DATABASE_URL = "LSQ_SYNC_DATABASE_URL"
+DEFAULT_PATH = Path("lsq_sync.toml")
+
+
+class Secret:
+    """A credential that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class LsqConfig:
+    base_url: str = "https://api.leadsquared.com"
+    access_key: Secret = field(default_factory=lambda: Secret(""))
+    secret_key: Secret = field(default_factory=lambda: Secret(""))
+    auth: str = "header"
+    rate_limit_calls: int = 25
+    rate_limit_period_s: float = 5.0
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+    concurrency: int = 8
+    retry_backoff_s: float = 1.0
+    max_throttle_waits: int = 30
+
+    def require_credentials(self) -> None:
+        for name, env in (("access_key", ENV_ACCESS_KEY), ("secret_key", ENV_SECRET_KEY)):
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"[lsq].{name} is required for this command: set it in the config "
+                    f"file or in ${env}"
+                )
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///lsq_sync.db"
+
+
+@dataclass(frozen=True)
+class LeadsConfig:
+    url: str = ""
+    query: str = "SELECT lead_id FROM leads"
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    notify_by: str = "1000"
+    max_edit_attempts: int = 10
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "auto"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    lsq: LsqConfig = field(default_factory=LsqConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    leads: LeadsConfig = field(default_factory=LeadsConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "defaults"
+
+    @property
+    def leads_url(self) -> str:
+        return self.leads.url or self.database.url
+
+    def secrets(self) -> list[str]:
+        """The raw credential strings, for redaction filters."""
+        return [s.reveal() for s in (self.lsq.access_key, self.lsq.secret_key) if s]
+
+
+# -- validation -------------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {_kind(value)}")
+    return value
+
+
+def _secret(key: str, value: Any) -> Secret:
+    return Secret(_string(key, value).strip())
+
+
+def _choice(*options: str) -> Check:
+    def check(key: str, value: Any) -> str:
+        text = _string(key, value).strip().lower()
+        if text not in options:
+            raise ConfigError(f"{key} must be one of {', '.join(options)}; got {value!r}")
+        return text
+    return check
+
+
+def _int(low: int, high: int | None = None) -> Check:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be a whole number, got {_kind(value)}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{key} must be {bound}; got {value}")
+        return value
+    return check
+
+
+def _number(low: float, *, inclusive: bool) -> Check:
+    def check(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {_kind(value)}")
+        number = float(value)
+        ok = number >= low if inclusive else number > low
+        if not ok or not math.isfinite(number):
+            relation = "at least" if inclusive else "greater than"
+            raise ConfigError(f"{key} must be a finite number {relation} {low:g}; got {value}")
+        return number
+    return check
+
+
+def _base_url(key: str, value: Any) -> str:
+    text = _string(key, value).strip().rstrip("/")
+    if not text.startswith(("http://", "https://")) or "?" in text or " " in text:
+        raise ConfigError(
+            f"{key} must be an http(s) URL without a query, such as "
+            f"https://api-in21.leadsquared.com; got {value!r}"
+        )
+    if text.endswith("/v2"):
+        text = text[: -len("/v2")]
+    return text
+
+
+def _db_url(key: str, value: Any, *, allow_empty: bool = False) -> str:
+    text = _string(key, value).strip()
+    if not text and allow_empty:
+        return text
+    try:
+        make_url(text)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"{key} is not a database URL (e.g. sqlite:///lsq_sync.db or "
+            f"postgresql+psycopg://user@host/db)"
+        ) from None
+    return text
+
+
+def _leads_url(key: str, value: Any) -> str:
+    return _db_url(key, value, allow_empty=True)
+
+
+def _query(key: str, value: Any) -> str:
+    text = _string(key, value).strip().rstrip(";").strip()
+    if not text:
+        raise ConfigError(f"{key} must be a SQL query whose first column is the lead id")
+    return text
+
+
+SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
+    "lsq": (LsqConfig, {
+        "base_url": _base_url,
+        "access_key": _secret,
+        "secret_key": _secret,
+        "auth": _choice("header", "query"),
+        "rate_limit_calls": _int(1),
+        "rate_limit_period_s": _number(0, inclusive=False),
+        "timeout_s": _number(0, inclusive=False),
+        "max_attempts": _int(1, 100),
+        "concurrency": _int(1, 64),
+        "retry_backoff_s": _number(0, inclusive=True),
+        "max_throttle_waits": _int(1),
+    }),
+    "database": (DatabaseConfig, {"url": _db_url}),
+    "leads": (LeadsConfig, {"url": _leads_url, "query": _query}),
+    "push": (PushConfig, {"notify_by": _choice("1100", "1000"),
+                          "max_edit_attempts": _int(1)}),
+    "log": (LogConfig, {"format": _choice("auto", "json", "console"),
+                        "level": _choice("debug", "info", "warning", "error")}),
+}
+
+
+def _kind(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "a whole number", float: "a number",
+             list: "a list", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def from_mapping(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None,
+                 source: str = "<mapping>") -> Config:
+    """Validate parsed TOML (plus environment overrides) into a Config."""
+    env = os.environ if env is None else env
+    unknown = sorted(set(data) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(
+            f"unknown section [{unknown[0]}] in {source}; known sections: "
+            f"{', '.join(SCHEMA)}"
+        )
+    sections: dict[str, Any] = {}
+    for name, (cls, checks) in SCHEMA.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"[{name}] must be a table in {source}, got {_kind(raw)}")
+        values = dict(raw)
+        for key in sorted(set(values) - set(checks)):
+            raise ConfigError(
+                f"unknown key [{name}].{key} in {source}; known keys: {', '.join(checks)}"
+            )
+        overrides = {
+            ("lsq", "access_key"): ENV_ACCESS_KEY,
+            ("lsq", "secret_key"): ENV_SECRET_KEY,
+            ("database", "url"): ENV_DATABASE_URL,
+        }
+        for (section, key), var in overrides.items():
+            if section == name and env.get(var, "").strip():
+                values[key] = env[var]
+        kwargs = {key: checks[key](f"[{name}].{key}", value) for key, value in values.items()}
+        sections[name] = cls(**kwargs)
+    return Config(**sections, source=source)
+
+
+def resolve_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to read: --config, else $LSQ_SYNC_CONFIG, else ./lsq_sync.toml.
+
+    Returns None when neither was given and the default file does not exist, so that
+    a run configured purely by environment variables works.
+    """
+    env = os.environ if env is None else env
+    chosen = explicit or env.get(ENV_CONFIG, "").strip() or None
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            how = "--config" if explicit else f"${ENV_CONFIG}"
+            raise ConfigError(
+                f"config file {path} (from {how}) does not exist; copy "
+                f"config.example.toml there or point {how} at your file"
+            )
+        return path
+    return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
+
+
+def load(explicit: str | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate the configuration."""
+    path = resolve_path(explicit, env)
+    if path is None:
+        return from_mapping({}, env=env, source="defaults and environment")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return from_mapping(data, env=env, source=str(path))

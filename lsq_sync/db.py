@@ -1,0 +1,94 @@
+"""Create engines for the three supported dialects and turn driver errors into ours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from lsq_sync.errors import ConfigError, StoreError
+
+# Plain dialect names get the drivers the extras install, not SQLAlchemy's defaults.
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def normalize_url(url: str | URL) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in _DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with its password masked, for messages and logs."""
+    try:
+        return normalize_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets the leads query stream from one connection while another commits, and
+    # lets `runs` read while a pull writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
+    """An engine for `url`; a missing driver is a config error naming the extra."""
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigError(f"{key}: an in-memory SQLite database cannot be shared "
+                              f"between runs; give a file path (sqlite:///lsq_sync.db)")
+        kwargs["connect_args"] = {"timeout": 30}
+        # Each connection is cheap and per-thread; a pool would hold file handles open.
+        kwargs["poolclass"] = NullPool
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
+        extra = _EXTRAS.get(backend)
+        hint = f"pip install 'lsq-sync[{extra}]'" if extra else "install its driver"
+        raise ConfigError(f"{key}: no driver for {parsed.drivername} ({exc}); {hint}") from None
+    except (SQLAlchemyError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+
+
+def describe(exc: BaseException) -> str:
+    """One line from a driver error, without SQL parameters (they may hold data)."""
+    text_ = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    first = text_.strip().splitlines()[0] if text_.strip() else type(exc).__name__
+    return first[:300]
+
+
+def check_connection(engine: Engine) -> None:
+    """Raise StoreError with one clear line if the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"cannot connect to the database {safe_url(engine.url)}: {describe(exc)}"
+        ) from None

@@ -1,0 +1,75 @@
+"""The exception tree of lsq-sync; ``cli.py`` maps each branch to an exit code.
+
+::
+
+    LsqSyncError
+    ├── ConfigError ................ bad configuration or usage (exit 2)
+    ├── ApiError ................... the LeadSquared API did not give what was asked
+    │   ├── AuthError .............. 401: keys or host rejected; the run stops (exit 3)
+    │   ├── ThrottledError ......... rate limit hit; waited out, never a failure by itself
+    │   ├── TransientError ......... 5xx without an MX body, timeout, dropped connection,
+    │   │                            malformed body: retried with backoff
+    │   └── RejectedError .......... a logical error (400, 404, MX exception, "Status":
+    │                                "Error"): that lead or edit fails, no retry
+    ├── StoreError ................. the database cannot be used (exit 3)
+    │   └── SchemaError ............ schema missing or not current (exit 3)
+    └── LockedError ................ another run holds the lock (exit 75)
+
+Messages never contain credentials: they are built from paths and API bodies,
+never from request URLs or headers.
+"""
+
+from __future__ import annotations
+
+
+class LsqSyncError(Exception):
+    """Base of every error lsq-sync raises on purpose."""
+
+
+class ConfigError(LsqSyncError):
+    """The configuration or the command line is wrong; the message names the key."""
+
+
+class ApiError(LsqSyncError):
+    """The API answered with an error, or did not answer usably."""
+
+    def __init__(self, message: str, *, exception_type: str | None = None,
+                 status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exception_type = exception_type
+        self.status_code = status_code
+
+
+class AuthError(ApiError):
+    """The credentials or the host were rejected (HTTP 401)."""
+
+
+class ThrottledError(ApiError):
+    """The account's rate limit was exceeded; carries the limit the API stated."""
+
+    def __init__(self, message: str, *, calls: int | None = None,
+                 period_s: float | None = None, status_code: int | None = None) -> None:
+        super().__init__(message, exception_type="MXAPIRateLimitExceededException",
+                         status_code=status_code)
+        self.calls = calls
+        self.period_s = period_s
+
+
+class TransientError(ApiError):
+    """A failure worth retrying: the same request may succeed later."""
+
+
+class RejectedError(ApiError):
+    """A logical error: the same request will fail the same way again."""
+
+
+class StoreError(LsqSyncError):
+    """The database is unreachable or refused an operation."""
+
+
+class SchemaError(StoreError):
+    """The database schema is missing, old, or newer than this version."""
+
+
+class LockedError(LsqSyncError):
+    """Another run of the same kind holds the lock."""

@@ -1,0 +1,119 @@
+"""Stream lead ids from [leads].query, check them, and stage them for one run."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from lsq_sync.db import describe
+from lsq_sync.errors import ConfigError, StoreError
+from lsq_sync.models import run_leads
+from lsq_sync.store import insert_ignore_statement
+
+GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+FETCH_BATCH = 5000
+
+
+def check_lead_id(value: Any) -> tuple[str | None, str | None]:
+    """(the id, None) if usable; (None, why not) otherwise. LeadSquared ids are GUIDs."""
+    if value is None:
+        return None, "NULL"
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            value = bytes(value).decode("ascii")
+        except UnicodeDecodeError:
+            return None, "binary value"
+    if not isinstance(value, str):
+        return None, f"a {type(value).__name__}, not a GUID"
+    candidate = value.strip()
+    if not candidate:
+        return None, "empty"
+    if not GUID_RE.fullmatch(candidate):
+        shown = candidate if len(candidate) <= 60 else candidate[:57] + "..."
+        return None, f"{shown!r} is not a GUID"
+    return candidate, None
+
+
+def _bind_params(query: str, available: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in available.items() if re.search(rf"(?<!:):{k}\b", query)}
+
+
+def stream_query(engine: Engine, query: str, params: dict[str, Any] | None = None,
+                 batch: int = FETCH_BATCH) -> Iterator[list[Any]]:
+    """The first column of every row, in batches, without holding all rows in memory."""
+    try:
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                text(query), _bind_params(query, params or {}))
+            if not result.returns_rows or not result.keys():
+                raise ConfigError("[leads].query returned no columns; its first column must be "
+                                  "the lead id")
+            for part in result.partitions():
+                yield [row[0] for row in part]
+    except ConfigError:
+        raise
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"[leads].query failed: {describe(exc)}; fix the query or "
+                          f"[leads].url") from None
+
+
+@dataclass
+class Staged:
+    total: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+
+
+def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
+          limit: int | None = None, on_skip: Any = None) -> Staged:
+    """Copy valid, unique lead ids into lsq_run_leads for `run_id`, in query order."""
+    staged = Staged()
+    seq = 0
+    try:
+        for raw_batch in batches:
+            rows = []
+            for value in raw_batch:
+                lead_id, why = check_lead_id(value)
+                if lead_id is None:
+                    staged.skipped += 1
+                    if on_skip is not None:
+                        on_skip(value, why)
+                    continue
+                seq += 1
+                rows.append({"run_id": run_id, "seq": seq, "lead_id": lead_id})
+                if limit is not None and seq >= limit:
+                    break
+            if rows:
+                with engine.begin() as conn:
+                    conn.execute(insert_ignore_statement(conn, run_leads), rows)
+            if limit is not None and seq >= limit:
+                break
+        with engine.connect() as conn:
+            staged.total = int(conn.execute(select(func.count()).select_from(run_leads)
+                                            .where(run_leads.c.run_id == run_id)).scalar_one())
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot stage lead ids: {describe(exc)}") from None
+    staged.duplicates = seq - staged.total
+    return staged
+
+
+def pending(engine: Engine, run_id: int, page: int = 1000) -> Iterator[tuple[int, str]]:
+    """The run's leads still to do, in order, read page by page."""
+    after = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(run_leads.c.seq, run_leads.c.lead_id)
+                .where(run_leads.c.run_id == run_id, run_leads.c.state == "todo",
+                       run_leads.c.seq > after)
+                .order_by(run_leads.c.seq).limit(page)).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]

@@ -1,0 +1,109 @@
+"""The tables: synced tasks, the edit queue, run records and per-run lead lists."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from lsq_sync.types import UTCDateTime, json_type, utc_timestamp
+
+# Explicit names so that migrations and `alembic check` agree on every dialect.
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+ID_LEN = 64  # LeadSquared ids are GUIDs (36); room for other id shapes
+
+tasks = Table(
+    "lsq_tasks", metadata,
+    Column("task_id", String(ID_LEN), primary_key=True),
+    Column("lead_id", String(ID_LEN), nullable=False),
+    Column("name", String(500)),
+    Column("description", Text),
+    Column("due_date", UTCDateTime()),
+    Column("created_on", UTCDateTime()),
+    Column("owner_id", String(ID_LEN)),
+    Column("owner_name", String(255)),
+    Column("created_by", String(ID_LEN)),
+    Column("created_by_name", String(255)),
+    Column("status", String(64)),
+    Column("reminder_minutes", Integer),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("last_synced_at", UTCDateTime(), nullable=False),
+    Column("deleted_at", UTCDateTime()),
+    Column("raw", json_type()),
+    Index(None, "lead_id"),
+    Index(None, "owner_id", "status"),
+    Index(None, "status"),
+    Index(None, "due_date"),
+)
+
+task_edits = Table(
+    "lsq_task_edits", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(ID_LEN), nullable=False),
+    Column("name", String(500)),
+    Column("description", Text),
+    # Text, not a timestamp: other systems insert here, and a malformed value must be
+    # stored so that it can be reported, not refused by the database.
+    Column("due_date", String(32)),
+    Column("reminder_minutes", Integer),
+    Column("notify_by", String(8)),
+    Column("owner_id", String(ID_LEN)),
+    Column("owner_email", String(255)),
+    Column("status", String(16), server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime(), server_default=utc_timestamp()),
+    Column("sent_at", UTCDateTime()),
+    Index(None, "status", "task_id"),
+)
+
+sync_runs = Table(
+    "lsq_sync_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("command", String(16), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("status", String(16), nullable=False),
+    Column("leads_total", Integer, nullable=False, server_default=text("0")),
+    Column("leads_ok", Integer, nullable=False, server_default=text("0")),
+    Column("leads_failed", Integer, nullable=False, server_default=text("0")),
+    Column("leads_skipped", Integer, nullable=False, server_default=text("0")),
+    Column("tasks_upserted", Integer, nullable=False, server_default=text("0")),
+    Column("tasks_deleted", Integer, nullable=False, server_default=text("0")),
+    Column("edits_sent", Integer, nullable=False, server_default=text("0")),
+    Column("edits_failed", Integer, nullable=False, server_default=text("0")),
+    Column("api_calls", Integer, nullable=False, server_default=text("0")),
+    Column("throttled", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text),
+    Column("pid", Integer),
+    Column("host", String(255)),
+    Column("heartbeat_at", UTCDateTime()),
+    Index(None, "command", "status"),
+)
+
+# The lead ids a pull works through, staged from [leads].query: deduplicated by the
+# unique key, never held in memory, and marked per lead so that a killed run resumes.
+run_leads = Table(
+    "lsq_run_leads", metadata,
+    Column("run_id", Integer, ForeignKey("lsq_sync_runs.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("lead_id", String(ID_LEN), nullable=False),
+    Column("state", String(8), nullable=False, server_default=text("'todo'")),
+    UniqueConstraint("run_id", "lead_id"),
+)

@@ -1,0 +1,189 @@
+"""The pull: stage lead ids, fetch their tasks concurrently, write them in batches."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from lsq_sync import leads, runs
+from lsq_sync.client import LsqClient
+from lsq_sync.db import describe
+from lsq_sync.errors import ApiError, AuthError, StoreError
+from lsq_sync.progress import Progress
+from lsq_sync.ratelimit import Stopped
+from lsq_sync.runs import RunCounts
+from lsq_sync.store import LeadOutcome, write_batch
+from lsq_sync.types import utcnow
+
+MAX_SKIP_WARNINGS = 20
+
+
+@dataclass
+class PullOptions:
+    lead_ids: list[str] | None = None   # instead of [leads].query
+    limit: int | None = None
+    batch_size: int = 200               # leads per transaction
+    flush_s: float = 2.0                # ... or this often, whichever comes first
+
+
+class Puller:
+    """One pull run. Workers only fetch; the calling thread does every database write."""
+
+    def __init__(self, *, engine: Engine, leads_engine: Engine, query: str,
+                 client: LsqClient, counts: RunCounts, log: Any,
+                 progress: Progress, options: PullOptions | None = None) -> None:
+        self.engine = engine
+        self.leads_engine = leads_engine
+        self.query = query
+        self.client = client
+        self.counts = counts
+        self.log = log
+        self.progress = progress
+        self.options = options or PullOptions()
+        self._skip_warnings = 0
+
+    # -- staging -------------------------------------------------------------------------
+
+    def _on_skip(self, value: Any, why: str | None) -> None:
+        self._skip_warnings += 1
+        if self._skip_warnings <= MAX_SKIP_WARNINGS:
+            shown = repr(value)[:80]
+            self.log.warning("lead_id_skipped", value=shown, reason=why)
+        elif self._skip_warnings == MAX_SKIP_WARNINGS + 1:
+            self.log.warning("lead_id_skipped", reason="more skipped ids are counted, not "
+                             "logged one by one")
+
+    def _sources(self) -> Iterable[list[Any]]:
+        if self.options.lead_ids is not None:
+            return [list(self.options.lead_ids)]
+        return leads.stream_query(self.leads_engine, self.query)
+
+    def stage(self, run_id: int) -> leads.Staged:
+        staged = leads.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
+                             on_skip=self._on_skip)
+        self.counts.leads_total = staged.total
+        self.counts.leads_skipped = staged.skipped + staged.duplicates
+        self.log.info("leads_staged", leads=staged.total, skipped_invalid=staged.skipped,
+                      skipped_duplicates=staged.duplicates)
+        return staged
+
+    # -- fetching ------------------------------------------------------------------------
+
+    def _fetch(self, seq: int, lead_id: str) -> LeadOutcome:
+        try:
+            return LeadOutcome(seq, lead_id, rows=self.client.retrieve_tasks(lead_id))
+        except AuthError:
+            raise
+        except ApiError as exc:
+            self.log.warning("lead_failed", lead_id=lead_id, error=type(exc).__name__,
+                             exception_type=exc.exception_type, status=exc.status_code,
+                             message=self.client.redact(str(exc)))
+            return LeadOutcome(seq, lead_id, error=f"{type(exc).__name__}: {exc}")
+
+    def _in_context(self) -> Callable[[int, str], LeadOutcome]:
+        ctx = contextvars.copy_context()  # so that run_id reaches the workers' log lines
+        return lambda seq, lead_id: ctx.run(self._fetch, seq, lead_id)
+
+    def run(self, run_id: int) -> RunCounts:
+        """Fetch every staged lead of `run_id`; raises AuthError after saving what is done."""
+        opts = self.options
+        todo: Iterator[tuple[int, str]] = leads.pending(self.engine, run_id)
+        self.progress.start(self.counts.leads_total)
+        in_flight: dict[Future[LeadOutcome], tuple[int, str]] = {}
+        buffer: list[LeadOutcome] = []
+        last_flush = time.monotonic()
+        abort: BaseException | None = None
+        window = self.client.cfg.concurrency * 2
+        exhausted = False
+        with ThreadPoolExecutor(self.client.cfg.concurrency,
+                                thread_name_prefix="lsq-fetch") as pool:
+            try:
+                while True:
+                    while not exhausted and abort is None and len(in_flight) < window:
+                        nxt = next(todo, None)
+                        if nxt is None:
+                            exhausted = True
+                            break
+                        in_flight[pool.submit(self._in_context(), *nxt)] = nxt
+                    if not in_flight:
+                        break
+                    done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        in_flight.pop(future)
+                        try:
+                            buffer.append(future.result())
+                        except Stopped:
+                            continue
+                        except AuthError as exc:
+                            abort = abort or exc
+                            self.client.limiter.stop.set()
+                    now = time.monotonic()
+                    if len(buffer) >= opts.batch_size or (buffer and now - last_flush
+                                                          >= opts.flush_s):
+                        self._flush(run_id, buffer)
+                        buffer = []
+                        last_flush = now
+            finally:
+                if abort is not None or exhausted is False:
+                    self.client.limiter.stop.set()
+                    for future in in_flight:
+                        future.cancel()
+        if buffer:
+            self._flush(run_id, buffer)
+        self.progress.finish()
+        if abort is not None:
+            raise abort
+        return self.counts
+
+    def _flush(self, run_id: int, outcomes: list[LeadOutcome]) -> None:
+        """Write a batch in one transaction; if it fails, isolate the lead that broke it."""
+        self.counts.api_calls = self.client.stats.calls
+        self.counts.throttled = self.client.stats.throttled
+        try:
+            self._write(run_id, outcomes)
+        except SQLAlchemyError as exc:
+            if len(outcomes) == 1:
+                raise StoreError(f"cannot write lead {outcomes[0].lead_id}: "
+                                 f"{describe(exc)}") from None
+            self.log.warning("batch_write_failed", leads=len(outcomes), error=describe(exc),
+                             action="writing lead by lead")
+            written = 0
+            for outcome in outcomes:
+                try:
+                    self._write(run_id, [outcome])
+                    written += 1
+                except SQLAlchemyError as lead_exc:
+                    self.log.warning("lead_failed", lead_id=outcome.lead_id,
+                                     error="StoreError", message=describe(lead_exc))
+                    failed = LeadOutcome(outcome.seq, outcome.lead_id,
+                                         error=f"StoreError: {describe(lead_exc)}")
+                    try:
+                        self._write(run_id, [failed])
+                    except SQLAlchemyError as again:
+                        raise StoreError(f"cannot write to the database: "
+                                         f"{describe(again)}") from None
+            if written == 0:
+                raise StoreError(f"cannot write to the database: {describe(exc)}") from None
+
+    def _write(self, run_id: int, outcomes: list[LeadOutcome]) -> None:
+        ok = sum(1 for o in outcomes if o.ok)
+        failed = len(outcomes) - ok
+        with self.engine.begin() as conn:
+            result = write_batch(conn, outcomes, run_id=run_id, now=utcnow())
+            after = replace(self.counts,
+                            leads_ok=self.counts.leads_ok + ok,
+                            leads_failed=self.counts.leads_failed + failed,
+                            tasks_upserted=self.counts.tasks_upserted + result.upserted,
+                            tasks_deleted=self.counts.tasks_deleted + result.deleted)
+            runs.save_counts(conn, run_id, after)
+        # Only what was committed is counted.
+        for name in ("leads_ok", "leads_failed", "tasks_upserted", "tasks_deleted"):
+            setattr(self.counts, name, getattr(after, name))
+        self.progress.advance(ok=ok, failed=failed)

@@ -1,0 +1,139 @@
+"""An exact sliding-window rate limiter over request send times, shared by all threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+# The server counts arrivals, we count sends; the gap between the two varies by a few
+# milliseconds from request to request, so each send holds its slot a little longer.
+DEFAULT_MARGIN_S = 0.05
+
+
+class Window:
+    """At most `calls` sends in any `period` seconds (each send holds [t, t+period+margin))."""
+
+    __slots__ = ("calls", "margin", "period", "sends")
+
+    def __init__(self, calls: int, period: float, margin: float = 0.0) -> None:
+        if calls < 1 or period <= 0:
+            raise ValueError("a window needs calls >= 1 and period > 0")
+        self.calls = calls
+        self.period = period
+        self.margin = margin
+        self.sends: deque[float] = deque()
+
+    @property
+    def span(self) -> float:
+        return self.period + self.margin
+
+    def delay(self, now: float) -> float:
+        """Seconds until a send at `now` would fit; 0 if it fits now."""
+        sends = self.sends
+        while sends and sends[0] + self.span <= now:
+            sends.popleft()
+        if len(sends) < self.calls:
+            return 0.0
+        # The send that must leave the window before another one fits.
+        return sends[len(sends) - self.calls] + self.span - now
+
+    def record(self, now: float) -> None:
+        self.sends.append(now)
+
+
+class Budget:
+    """Several windows at once (the configured one and any limit the API stated).
+
+    Pure and clock-free: callers pass `now`, so tests drive it with any clock.
+    """
+
+    def __init__(self, calls: int, period: float, margin: float = DEFAULT_MARGIN_S) -> None:
+        self.margin = margin
+        self.windows = [Window(calls, period, margin)]
+        self.blocked_until = 0.0
+        self._last = float("-inf")
+
+    def _now(self, now: float) -> float:
+        # A clock that steps back must not let sends through early.
+        self._last = max(self._last, now)
+        return self._last
+
+    def delay(self, now: float) -> float:
+        now = self._now(now)
+        wait = max(0.0, self.blocked_until - now)
+        for window in self.windows:
+            wait = max(wait, window.delay(now))
+        return wait
+
+    def reserve(self, now: float) -> float:
+        """Take a slot at `now` and return 0, or return how long to wait first."""
+        wait = self.delay(now)
+        if wait > 0:
+            return wait
+        for window in self.windows:
+            window.record(self._last)
+        return 0.0
+
+    def add_limit(self, calls: int, period: float) -> bool:
+        """Also obey `calls` per `period` (a limit the API stated); True if it is new."""
+        for window in self.windows:
+            if window.period >= period and window.calls <= calls:
+                return False  # already at least as strict
+        window = Window(calls, period, self.margin)
+        # Carry the recent sends over, so the new window starts from the truth.
+        for w in self.windows:
+            if len(w.sends) > len(window.sends):
+                window.sends = deque(w.sends)
+        self.windows.append(window)
+        return True
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Send nothing for `seconds` (after a throttle answer: let the window drain)."""
+        self.blocked_until = max(self.blocked_until, self._now(now) + seconds)
+
+    @property
+    def rate(self) -> float:
+        return min(w.calls / w.period for w in self.windows)
+
+
+class Stopped(Exception):
+    """The wait for a slot was interrupted because the run is stopping."""
+
+
+class RateLimiter:
+    """A thread-safe blocking front for `Budget`."""
+
+    def __init__(self, calls: int, period: float, *, margin: float = DEFAULT_MARGIN_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 stop: threading.Event | None = None) -> None:
+        self.budget = Budget(calls, period, margin)
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Block until a request may be sent, and count it as sent."""
+        while True:
+            with self._lock:
+                wait = self.budget.reserve(self.clock())
+            if wait <= 0:
+                return
+            if self.stop.wait(wait):
+                raise Stopped
+
+    def throttled(self, calls: int | None, period: float | None) -> bool:
+        """Record a throttle answer; returns True when the stated limit is new to us."""
+        with self._lock:
+            now = self.clock()
+            new = False
+            if calls and period:
+                new = self.budget.add_limit(calls, period)
+            longest = max(w.period for w in self.budget.windows)
+            self.budget.pause(now, period or longest)
+            return new
+
+    @property
+    def rate(self) -> float:
+        return self.budget.rate

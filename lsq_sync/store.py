@@ -1,0 +1,139 @@
+"""Write one batch of fetched leads into lsq_tasks: upserts, deletion marks, done marks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
+
+from lsq_sync.models import run_leads, tasks
+
+CHUNK = 500  # ids per IN list: well inside every dialect's parameter limit
+TASK_COLUMNS = [c.name for c in tasks.columns]
+UPDATE_COLUMNS = [c for c in TASK_COLUMNS if c not in ("task_id", "first_seen_at")]
+
+
+@dataclass
+class LeadOutcome:
+    """One lead's fetch: its tasks, or the reason it failed."""
+
+    seq: int
+    lead_id: str
+    rows: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rows is not None
+
+
+@dataclass
+class BatchResult:
+    upserted: int = 0
+    deleted: int = 0
+    restored: int = 0
+    moved: list[str] = field(default_factory=list)
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _dialect_insert(conn: Connection, table: Table) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name in ("mysql", "mariadb"):
+        return mysql.insert(table)
+    return sqlite.insert(table)
+
+
+def upsert_statement(conn: Connection) -> Insert:
+    """INSERT ... ON CONFLICT (SQLite, PostgreSQL) or ON DUPLICATE KEY (MySQL)."""
+    ins = _dialect_insert(conn, tasks)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        stmt: Insert = ins.on_duplicate_key_update({c: ins.inserted[c] for c in UPDATE_COLUMNS})
+        return stmt
+    stmt = ins.on_conflict_do_update(
+        index_elements=["task_id"], set_={c: ins.excluded[c] for c in UPDATE_COLUMNS})
+    return stmt
+
+
+def insert_ignore_statement(conn: Connection, table: Table) -> Insert:
+    """INSERT that skips rows whose unique key already exists."""
+    ins = _dialect_insert(conn, table)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        stmt: Insert = ins.prefix_with("IGNORE")
+        return stmt
+    stmt = ins.on_conflict_do_nothing()
+    return stmt
+
+
+def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: int,
+                now: datetime) -> BatchResult:
+    """Apply the outcomes of several leads in the caller's transaction.
+
+    For each lead that was fetched: its tasks are upserted (only those that changed), its
+    known tasks missing from the answer get `deleted_at`, tasks that came back lose it, and
+    a task listed under a new lead moves there. Leads that failed change nothing but their
+    mark in lsq_run_leads.
+    """
+    outcomes = list(outcomes)
+    good = [o for o in outcomes if o.ok]
+    result = BatchResult()
+    lead_ids = [o.lead_id for o in good]
+
+    existing: dict[str, Any] = {}
+    for part in chunks(lead_ids):
+        rows = conn.execute(
+            select(tasks.c.task_id, tasks.c.lead_id, tasks.c.deleted_at, tasks.c.raw)
+            .where(tasks.c.lead_id.in_(part))
+        )
+        for found in rows:
+            existing[found.task_id] = found
+
+    fresh: dict[str, dict[str, Any]] = {}
+    for outcome in good:
+        for task in outcome.rows or ():
+            fresh[task["task_id"]] = task  # a task listed twice: the later lead wins
+
+    changed: list[dict[str, Any]] = []
+    for task_id, task in fresh.items():
+        old = existing.get(task_id)
+        if old is not None and old.lead_id == task["lead_id"] and old.deleted_at is None \
+                and old.raw == task["raw"]:
+            continue
+        if old is not None and old.deleted_at is not None:
+            result.restored += 1
+        changed.append({**task, "first_seen_at": now, "last_synced_at": now, "deleted_at": None})
+    if changed:
+        conn.execute(upsert_statement(conn), changed)
+    result.upserted = len(changed)
+
+    gone = [tid for tid, old in existing.items() if old.deleted_at is None and tid not in fresh]
+    for part in chunks(gone):
+        conn.execute(update(tasks).where(tasks.c.task_id.in_(part), tasks.c.deleted_at.is_(None))
+                     .values(deleted_at=now))
+    result.deleted = len(gone)
+
+    for part in chunks(lead_ids):
+        conn.execute(update(tasks).where(tasks.c.lead_id.in_(part), tasks.c.deleted_at.is_(None))
+                     .values(last_synced_at=now))
+
+    mark_leads(conn, run_id, [o.seq for o in outcomes if o.ok], "ok")
+    mark_leads(conn, run_id, [o.seq for o in outcomes if not o.ok], "failed")
+    return result
+
+
+def mark_leads(conn: Connection, run_id: int, seqs: Sequence[int], state: str) -> None:
+    for part in chunks(seqs):
+        conn.execute(update(run_leads)
+                     .where(run_leads.c.run_id == bindparam("r"), run_leads.c.seq.in_(part))
+                     .values(state=state), {"r": run_id})

@@ -1,0 +1,103 @@
+"""Turn a RetrieveTaskByLeadId answer into rows for lsq_tasks, strictly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from lsq_sync.errors import RejectedError
+
+# API field -> column, for the text fields kept as they come.
+TEXT_FIELDS = {
+    "Name": "name",
+    "Description": "description",
+    "OwnerID": "owner_id",
+    "OwnerName": "owner_name",
+    "CreatedBy": "created_by",
+    "CreatedByName": "created_by_name",
+    "Status": "status",
+}
+DATE_FIELDS = {"DueDate": "due_date", "CreatedOn": "created_on"}
+COLUMN_LIMITS = {"name": 500, "owner_id": 64, "owner_name": 255, "created_by": 64,
+                 "created_by_name": 255, "status": 64}
+
+
+class BadRecord(RejectedError):
+    """The answer is JSON but not the shape RetrieveTaskByLeadId promises."""
+
+
+def parse_date(value: Any, field: str = "date") -> datetime | None:
+    """'YYYY-MM-DD HH:MM:SS' with or without a fraction, as UTC; placeholders are None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRecord(f"{field} is {type(value).__name__}, not a date string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadRecord(f"{field} {value[:40]!r} is not a date") from None
+    if parsed.year <= 1:  # 0001-01-01: the API's "no date"
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_reminder(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise BadRecord("Reminder is a boolean, not minutes")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise BadRecord(f"Reminder {str(value)[:40]!r} is not a whole number of minutes")
+
+
+def parse_task(item: Any, lead_id: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise BadRecord(f"a task is {type(item).__name__}, not an object")
+    task_id = item.get("TaskID")
+    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 64:
+        raise BadRecord(f"a task has no usable TaskID ({str(task_id)[:40]!r})")
+    row: dict[str, Any] = {"task_id": task_id, "lead_id": lead_id}
+    for api, column in TEXT_FIELDS.items():
+        value = item.get(api)
+        if value is not None and not isinstance(value, str):
+            raise BadRecord(f"task {task_id}: {api} is {type(value).__name__}, not text")
+        limit = COLUMN_LIMITS.get(column)
+        if value is not None and limit is not None and len(value) > limit:
+            raise BadRecord(f"task {task_id}: {api} is longer than {limit} characters")
+        row[column] = value
+    for api, column in DATE_FIELDS.items():
+        row[column] = parse_date(item.get(api), f"task {task_id}: {api}")
+    try:
+        row["reminder_minutes"] = parse_reminder(item.get("Reminder"))
+    except BadRecord as exc:
+        raise BadRecord(f"task {task_id}: {exc}") from None
+    row["raw"] = item
+    return row
+
+
+def parse_task_list(body: Any, lead_id: str) -> list[dict[str, Any]]:
+    """All tasks of one lead, or BadRecord if any part of the answer is malformed."""
+    if not isinstance(body, dict):
+        raise BadRecord(f"the answer is {type(body).__name__}, not an object")
+    items = body.get("TaskList")
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise BadRecord(f"TaskList is {type(items).__name__}, not a list")
+    count = body.get("RecordCount")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+        raise BadRecord(f"RecordCount is {type(count).__name__}, not a number")
+    if isinstance(count, int) and count > len(items):
+        # Marking the missing ones deleted would be wrong: refuse the partial list.
+        raise BadRecord(f"RecordCount is {count} but TaskList holds {len(items)} tasks")
+    return [parse_task(item, lead_id) for item in items]

@@ -1,0 +1,41 @@
+"""Alembic environment: runs on the engine lsq-sync hands over, or on $LSQ_SYNC_DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from lsq_sync.db import make_engine
+from lsq_sync.models import metadata
+
+config = context.config
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = config.attributes.get("engine")
+    if engine is None:
+        url = config.get_main_option("sqlalchemy.url") or os.environ.get("LSQ_SYNC_DATABASE_URL")
+        if not url:
+            raise SystemExit("set LSQ_SYNC_DATABASE_URL or use `lsq-sync db upgrade`")
+        engine = make_engine(url)
+    with engine.connect() as connection:
+        _run(connection)
+        connection.commit()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported; use `lsq-sync db upgrade`")
+run_migrations_online()
