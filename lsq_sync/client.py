@@ -125,14 +125,12 @@ class LsqClient:
 
     def __init__(self, cfg: LsqConfig, limiter: RateLimiter, *,
                  transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], Any] | None = None,
                  on_event: Callable[..., None] | None = None) -> None:
         cfg.require_credentials()
         self.cfg = cfg
         self.limiter = limiter
         self.stats = Stats()
         self._forms = secret_forms([cfg.access_key.reveal(), cfg.secret_key.reveal()])
-        self._sleep = sleep or (lambda s: limiter.stop.wait(s))
         self._on_event = on_event or (lambda *a, **k: None)
         headers = {"User-Agent": f"lsq-sync/{__version__}", "Accept": "application/json"}
         self._params: dict[str, str] = {}
@@ -215,7 +213,7 @@ class LsqClient:
             self.stats.add(retries=1)
             self._on_event("retry", path=path, attempt=attempt, error=str(error),
                            delay_s=round(delay, 3))
-            self._sleep(delay)
+            self.limiter.wait(delay)
 
     def backoff(self, attempt: int) -> float:
         """Exponential with jitter: half fixed, half random, capped."""

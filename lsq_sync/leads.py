@@ -54,7 +54,7 @@ def stream_query(engine: Engine, query: str, params: dict[str, Any] | None = Non
             if not result.returns_rows or not result.keys():
                 raise ConfigError("[leads].query returned no columns; its first column must be "
                                   "the lead id")
-            for part in result.partitions():
+            for part in result.partitions(batch):
                 yield [row[0] for row in part]
     except ConfigError:
         raise

@@ -107,11 +107,22 @@ class RateLimiter:
 
     def __init__(self, calls: int, period: float, *, margin: float = DEFAULT_MARGIN_S,
                  clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None,
                  stop: threading.Event | None = None) -> None:
         self.budget = Budget(calls, period, margin)
         self.clock = clock
         self.stop = stop or threading.Event()
+        self._sleep = sleep
         self._lock = threading.Lock()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, unless the run is stopping: then raise Stopped."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+            if self.stop.is_set():
+                raise Stopped
+        elif self.stop.wait(seconds):
+            raise Stopped
 
     def acquire(self) -> None:
         """Block until a request may be sent, and count it as sent."""
@@ -120,8 +131,7 @@ class RateLimiter:
                 wait = self.budget.reserve(self.clock())
             if wait <= 0:
                 return
-            if self.stop.wait(wait):
-                raise Stopped
+            self.wait(wait)
 
     def throttled(self, calls: int | None, period: float | None) -> bool:
         """Record a throttle answer; returns True when the stated limit is new to us."""

@@ -1,0 +1,136 @@
+"""Shared fixtures: migrated databases on every configured dialect, and the simulator."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from lsq_sync import config, db, schema
+from lsq_sync.simulator import Faults, SimConfig, Simulator
+
+# Server URLs (without a database name) enable the PostgreSQL and MariaDB variants of
+# every database test; .ci/run sets both.
+SERVER_URLS = {
+    "postgresql": os.environ.get("LSQ_TEST_POSTGRES_URL", ""),
+    "mysql": os.environ.get("LSQ_TEST_MYSQL_URL", ""),
+}
+ENABLE_HINT = {
+    "postgresql": "set LSQ_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432 to run it",
+    "mysql": "set LSQ_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306 to run it",
+}
+
+
+def _throwaway(dialect: str) -> Iterator[str]:
+    server = SERVER_URLS[dialect]
+    if not server:
+        pytest.skip(f"{dialect} tests are off: {ENABLE_HINT[dialect]}")
+    name = f"lsq_test_{uuid.uuid4().hex[:12]}"
+    admin_url = db.normalize_url(server)
+    if dialect == "postgresql":
+        admin_url = admin_url.set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        extra = " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if dialect == "mysql" else ""
+        conn.execute(text(f"CREATE DATABASE {name}{extra}"))
+    try:
+        yield db.normalize_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if dialect == "postgresql":
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A URL to an empty database of each dialect (others skip unless configured)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tasks.db'}"
+    else:
+        yield from _throwaway(request.param)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    return f"sqlite:///{tmp_path / 'tasks.db'}"
+
+
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """A database of each dialect, migrated to head through alembic."""
+    engine = db.make_engine(empty_db_url)
+    schema.upgrade(engine)
+    engine.dispose()
+    return empty_db_url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = db.make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., Simulator]]:
+    """Start simulators with any settings; all are stopped at the end of the test."""
+    started: list[Simulator] = []
+
+    def start(leads: int = 40, rate_calls: int = 0, rate_period_s: float = 1.0,
+              faults: Faults | None = None, **kwargs: Any) -> Simulator:
+        sim = Simulator(SimConfig(leads=leads, rate_calls=rate_calls,
+                                  rate_period_s=rate_period_s, faults=faults or Faults(),
+                                  **kwargs)).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: Callable[..., Simulator]) -> Simulator:
+    return make_sim()
+
+
+def settings_for(sim: Simulator, database_url: str, **lsq: Any) -> dict[str, Any]:
+    """A config mapping pointing at `sim`, fast enough for tests."""
+    base = {"base_url": sim.url, "access_key": sim.cfg.access_key,
+            "secret_key": sim.cfg.secret_key, "rate_limit_calls": 1000,
+            "rate_limit_period_s": 1, "retry_backoff_s": 0.01, "timeout_s": 5,
+            "concurrency": 4}
+    return {"lsq": {**base, **lsq}, "database": {"url": database_url},
+            "leads": {"query": "SELECT lead_id FROM leads"}}
+
+
+@pytest.fixture
+def make_config() -> Callable[..., config.Config]:
+    def build(sim: Simulator, database_url: str, **lsq: Any) -> config.Config:
+        return config.from_mapping(settings_for(sim, database_url, **lsq), env={})
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _clean_log_context() -> Iterator[None]:
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
+
+
+def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql), params).all())
+
+
+def url_database(url: str) -> str | None:
+    return make_url(url).database

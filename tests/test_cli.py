@@ -1,0 +1,225 @@
+"""The command line through click's CliRunner: help, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from lsq_sync.cli import cli
+from lsq_sync.demo import fill_leads_table
+from lsq_sync.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Simulator
+
+
+def all_commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        yield f"{prefix}{name}", command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, f"{prefix}{name} ")
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    runner = CliRunner()
+    base = {"LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": "", "LSQ_SYNC_DATABASE_URL": "",
+            "LSQ_SYNC_CONFIG": ""}
+    return runner.invoke(cli, list(args), env={**base, **(env or {})}, catch_exceptions=False)
+
+
+def write_config(path: Path, sim: Simulator | None, db_url: str, **lsq: Any) -> Path:
+    settings: dict[str, Any] = {}
+    if sim is not None:
+        settings = {"base_url": sim.url, "access_key": sim.cfg.access_key,
+                    "secret_key": sim.cfg.secret_key, "rate_limit_calls": 1000,
+                    "rate_limit_period_s": 1, "retry_backoff_s": 0.01}
+    settings.update(lsq)
+    lines = ["[lsq]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+             "[database]", f'url = "{db_url}"', "[log]", 'format = "json"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def one_line_error(result: Result) -> str:
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("lsq-sync: ")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_every_command_has_help() -> None:
+    commands = list(all_commands(cli))
+    names = {name for name, _ in commands}
+    assert {"db upgrade", "db current", "pull", "runs", "simulate", "demo"} <= names
+    for name, command in commands:
+        assert command.help and len(command.help.strip()) > 20, name
+        result = invoke(*name.split(), "--help")
+        assert result.exit_code == 0, name
+        assert "Usage:" in result.output
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, f"{name} {param.opts[0]} has no help"
+
+
+def test_top_level_help_lists_exit_codes() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "75 another run holds the lock" in result.output
+
+
+def test_unknown_key_is_exit_2_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[lsq]\nrate_limits = 3\n")
+    result = invoke("--config", str(path), "runs")
+    assert result.exit_code == 2
+    assert "[lsq].rate_limits" in one_line_error(result)
+
+
+def test_missing_config_file_is_exit_2(tmp_path: Path) -> None:
+    result = invoke("--config", str(tmp_path / "nope.toml"), "pull")
+    assert result.exit_code == 2
+    assert "does not exist" in one_line_error(result)
+
+
+def test_bad_option_is_exit_2() -> None:
+    result = invoke("pull", "--limit", "0")
+    assert result.exit_code == 2
+
+
+def test_missing_schema_is_exit_3_and_says_what_to_do(tmp_path: Path, sim: Simulator) -> None:
+    path = write_config(tmp_path / "c.toml", sim, f"sqlite:///{tmp_path / 'x.db'}")
+    result = invoke("--config", str(path), "pull")
+    assert result.exit_code == 3
+    assert "run `lsq-sync db upgrade`" in one_line_error(result)
+
+
+def test_missing_credentials_is_exit_2(tmp_path: Path, sqlite_url: str) -> None:
+    path = write_config(tmp_path / "c.toml", None, sqlite_url)
+    assert invoke("--config", str(path), "db", "upgrade").exit_code == 0
+    result = invoke("--config", str(path), "pull")
+    assert result.exit_code == 2
+    assert "[lsq].access_key is required" in one_line_error(result)
+
+
+def test_unreachable_database_is_exit_3(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.toml", None, "postgresql://u:pw@127.0.0.1:1/x")
+    result = invoke("--config", str(path), "db", "upgrade")
+    assert result.exit_code == 3
+    line = one_line_error(result)
+    assert "cannot connect" in line and ":pw@" not in line
+
+
+def test_db_upgrade_and_current(tmp_path: Path, sqlite_url: str) -> None:
+    path = write_config(tmp_path / "c.toml", None, sqlite_url)
+    result = invoke("--config", str(path), "db", "current")
+    assert result.exit_code == 0 and result.output.startswith("none")
+    result = invoke("--config", str(path), "db", "upgrade")
+    assert result.exit_code == 0 and "upgraded from nothing to revision" in result.output
+    result = invoke("--config", str(path), "db", "upgrade")
+    assert "already at revision" in result.output
+    result = invoke("--config", str(path), "db", "current")
+    assert "(current)" in result.output
+
+
+def test_database_url_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    result = invoke("db", "upgrade", env={"LSQ_SYNC_DATABASE_URL": url})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "env.db").exists()
+
+
+@pytest.fixture
+def ready(tmp_path: Path, sim: Simulator, sqlite_url: str) -> Callable[..., Path]:
+    def build(**lsq: Any) -> Path:
+        path = write_config(tmp_path / "c.toml", sim, sqlite_url, **lsq)
+        assert invoke("--config", str(path), "db", "upgrade").exit_code == 0
+        fill_leads_table(sqlite_url, sim.state.lead_ids())
+        return path
+    return build
+
+
+def test_pull_runs_and_runs_lists_it(ready: Callable[..., Path]) -> None:
+    path = ready()
+    result = invoke("--config", str(path), "pull")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    summary = [e for e in events if e["event"] == "run_finished"]
+    assert len(summary) == 1 and summary[0]["leads_ok"] == 40 and summary[0]["run_id"] == 1
+    result = invoke("--config", str(path), "runs")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].startswith("id") and "succeeded" in lines[1] and "40/0/40" in lines[1]
+
+
+def test_every_log_line_of_a_run_carries_its_run_id(ready: Callable[..., Path]) -> None:
+    path = ready()
+    result = invoke("--config", str(path), "pull")
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    assert events and all(e.get("run_id") == 1 for e in events)
+
+
+def test_failed_leads_make_exit_1(ready: Callable[..., Path], sim: Simulator) -> None:
+    path = ready()
+    sim.cfg.faults.mx_error_every = 10
+    result = invoke("--config", str(path), "pull")
+    assert result.exit_code == 1
+    failed = [json.loads(ln) for ln in result.output.splitlines()
+              if ln.startswith("{") and '"lead_failed"' in ln]
+    assert len(failed) == 4
+    assert failed[0]["exception_type"] == "MXInvalidLeadException"
+    assert "locked for migration" in failed[0]["message"]
+
+
+def test_rejected_credentials_are_exit_3(ready: Callable[..., Path]) -> None:
+    path = ready(secret_key="not-the-key")
+    result = invoke("--config", str(path), "pull")
+    assert result.exit_code == 3
+    assert "rejected the credentials or the host" in one_line_error(result)
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = invoke("demo", "--dir", str(tmp_path / "demo"), "--leads", "30")
+    assert result.exit_code == 0, result.output
+    assert "run 1 succeeded: 30/30 leads" in result.output
+    assert "1 marked deleted" in result.output
+    assert "owner" in result.output and "Pending" in result.output
+    assert (tmp_path / "demo" / "lsq_sync.db").exists()
+    runs = invoke("--config", str(tmp_path / "demo" / "lsq_sync.toml"), "runs")
+    assert runs.exit_code == 0 and len(runs.output.splitlines()) == 3
+
+
+def test_simulate_serves_from_the_command_line(tmp_path: Path) -> None:
+    leads_db = f"sqlite:///{tmp_path / 'leads.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsq_sync", "simulate", "--port", "0", "--leads", "12",
+         "--leads-db", leads_db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "wrote 12 lead ids" in first
+        second = proc.stdout.readline()
+        url = second.split(" on ")[1].split(":")[0:3]
+        base = ":".join(url).rstrip(",")
+        answer = httpx.get(f"{base}/v2/Authentication.svc/UserByAccessKey.Get",
+                           headers={"x-LSQ-AccessKey": DEMO_ACCESS_KEY,
+                                    "x-LSQ-SecretKey": DEMO_SECRET_KEY}, timeout=5)
+        assert answer.status_code == 200 and answer.json()["LSQCommonServiceURLs"]["api"]
+        denied = httpx.get(f"{base}/v2/LeadManagement.svc/RetrieveTaskByLeadId",
+                           params={"leadId": "x"}, timeout=5)
+        assert denied.status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_simulate_rejects_bad_options() -> None:
+    assert invoke("simulate", "--rate-limit", "abc").exit_code == 2
+    assert invoke("simulate", "--latency", "9-1").exit_code == 2

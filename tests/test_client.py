@@ -1,0 +1,197 @@
+"""The API client against httpx.MockTransport: every error class, auth, and redaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from lsq_sync.client import LsqClient, classify
+from lsq_sync.config import from_mapping
+from lsq_sync.errors import AuthError, RejectedError, ThrottledError, TransientError
+from lsq_sync.ratelimit import RateLimiter
+
+ACCESS = "u$a1b2c3d4e5f6$abc"
+SECRET = "s3cr3t-value-xyz"
+LEAD = "00000001-5151-4000-8000-000000000001"
+GOOD = {"RecordCount": 1, "TaskList": [{"TaskID": "t-1", "Name": "Call", "Reminder": "5"}]}
+THROTTLE = {"Status": "Error", "ExceptionType": "MXAPIRateLimitExceededException",
+            "ExceptionMessage": "API calls exceeded the limit of 10 in 5 second(s)"}
+
+
+class FakeTime:
+    """A clock that moves only when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def make(handler: Callable[[httpx.Request], httpx.Response], **lsq: Any
+         ) -> tuple[LsqClient, list[httpx.Request], FakeTime]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    cfg = from_mapping({"lsq": {"base_url": "https://api-in21.leadsquared.com",
+                                "access_key": ACCESS, "secret_key": SECRET,
+                                "max_attempts": 3, **lsq}}, env={})
+    fake = FakeTime()
+    limiter = RateLimiter(cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s,
+                          clock=fake.clock, sleep=fake.sleep)
+    return LsqClient(cfg.lsq, limiter, transport=httpx.MockTransport(record)), seen, fake
+
+
+def answers(*responses: httpx.Response | Exception) -> Callable[[httpx.Request], httpx.Response]:
+    queue = list(responses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        item = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return handler
+
+
+def ok() -> httpx.Response:
+    return httpx.Response(200, json=GOOD)
+
+
+def test_header_auth_keeps_keys_out_of_the_url() -> None:
+    client, seen, _ = make(answers(ok()))
+    rows = client.retrieve_tasks(LEAD)
+    assert rows[0]["task_id"] == "t-1"
+    request = seen[0]
+    assert request.headers["x-LSQ-AccessKey"] == ACCESS
+    assert request.headers["x-LSQ-SecretKey"] == SECRET
+    assert ACCESS not in str(request.url) and "accessKey" not in str(request.url)
+    assert request.url.path == "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
+    assert request.url.params["leadId"] == LEAD
+
+
+def test_query_auth_encodes_the_dollar() -> None:
+    client, seen, _ = make(answers(ok()), auth="query")
+    client.retrieve_tasks(LEAD)
+    raw = seen[0].url.query.decode()
+    assert "accessKey=u%24a1b2c3d4e5f6%24abc" in raw
+    assert seen[0].url.params["accessKey"] == ACCESS
+    assert seen[0].url.params["secretKey"] == SECRET
+    assert "x-LSQ-AccessKey" not in seen[0].headers
+
+
+@pytest.mark.parametrize("status", [200, 403, 429])
+def test_throttling_is_waited_out_whatever_the_status(status: int) -> None:
+    client, seen, fake = make(answers(httpx.Response(status, json=THROTTLE),
+                                      httpx.Response(status, json=THROTTLE), ok()),
+                              max_attempts=1)
+    assert client.retrieve_tasks(LEAD)[0]["task_id"] == "t-1"
+    assert len(seen) == 3  # two throttles did not use up the single attempt
+    assert client.stats.throttled == 2 and client.stats.calls == 3
+    assert client.limiter.rate == 2.0  # the stated 10 in 5 s, lower than 25 in 5 s
+    assert fake.now >= 10.0  # each throttle paused a whole stated period
+
+
+def test_a_bare_429_is_throttling_too() -> None:
+    client, seen, _ = make(answers(httpx.Response(429, text="Too Many Requests"), ok()),
+                           max_attempts=1)
+    client.retrieve_tasks(LEAD)
+    assert client.stats.throttled == 1 and len(seen) == 2
+
+
+def test_endless_throttling_ends_as_a_transient_failure() -> None:
+    client, seen, _ = make(answers(httpx.Response(429, json=THROTTLE)), max_throttle_waits=4)
+    with pytest.raises(TransientError, match="still rate-limited after 4 waits"):
+        client.retrieve_tasks(LEAD)
+    assert len(seen) == 4
+
+
+@pytest.mark.parametrize("failure", [
+    httpx.Response(500, text="Internal Server Error"),
+    httpx.Response(502, text="<html>Bad Gateway</html>"),
+    httpx.Response(503),
+    httpx.Response(200, text='{"RecordCount": 1, "TaskL'),
+    httpx.ReadTimeout("timed out"),
+    httpx.ConnectError("connection refused"),
+    httpx.RemoteProtocolError("peer closed connection without sending complete message body"),
+])
+def test_transient_failures_are_retried_with_backoff(failure: Any) -> None:
+    client, seen, fake = make(answers(failure, failure, ok()))
+    assert client.retrieve_tasks(LEAD)[0]["task_id"] == "t-1"
+    assert len(seen) == 3
+    assert client.stats.retries == 2
+    first, second = fake.slept
+    assert 0.5 <= first <= 1.0 and 1.0 <= second <= 2.0  # doubling, with jitter
+
+
+def test_transient_failures_give_up_after_max_attempts() -> None:
+    client, seen, _ = make(answers(httpx.Response(500)))
+    with pytest.raises(TransientError, match="gave up after 3 attempts"):
+        client.retrieve_tasks(LEAD)
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize(("response", "kind"), [
+    (httpx.Response(500, json={"Status": "Error", "ExceptionType": "MXInvalidLeadException",
+                               "ExceptionMessage": "Lead is locked"}), "MXInvalidLeadException"),
+    (httpx.Response(400, json={"Status": "Error", "ExceptionType": "MXInvalidInputException",
+                               "ExceptionMessage": "bad body"}), "MXInvalidInputException"),
+    (httpx.Response(404, text="Not Found"), None),
+    (httpx.Response(200, json={"Status": "Error", "ExceptionType": "MXDuplicateEntryException",
+                               "ExceptionMessage": "odd"}), "MXDuplicateEntryException"),
+    (httpx.Response(200, json={"RecordCount": 1, "TaskList": [{"Name": "no id"}]}), None),
+])
+def test_logical_errors_fail_at_once(response: httpx.Response, kind: str | None) -> None:
+    client, seen, _ = make(answers(response))
+    with pytest.raises(RejectedError) as err:
+        client.retrieve_tasks(LEAD)
+    assert len(seen) == 1
+    assert err.value.exception_type == kind
+
+
+def test_401_aborts_at_once() -> None:
+    client, seen, _ = make(answers(httpx.Response(401, json={
+        "Status": "Error", "ExceptionType": "MXUnAuthorizedAccessException",
+        "ExceptionMessage": "Invalid key"})))
+    with pytest.raises(AuthError, match="rejected the credentials or the host"):
+        client.retrieve_tasks(LEAD)
+    assert len(seen) == 1
+
+
+def test_messages_never_echo_the_keys() -> None:
+    echo = {"Status": "Error", "ExceptionType": "MXUnAuthorizedAccessException",
+            "ExceptionMessage": f"key {ACCESS} / {SECRET} or u%24a1b2c3d4e5f6%24abc unknown"}
+    client, _, _ = make(answers(httpx.Response(401, json=echo)), auth="query")
+    with pytest.raises(AuthError) as err:
+        client.retrieve_tasks(LEAD)
+    text = str(err.value)
+    assert ACCESS not in text and SECRET not in text and "a1b2c3d4e5f6" not in text
+    assert "***" in text
+
+
+def test_update_posts_json() -> None:
+    client, seen, _ = make(answers(httpx.Response(200, json={
+        "Status": "Success", "Message": {"AffectedRows": 1}})))
+    body = {"UserTaskId": "t-1", "Name": "New"}
+    assert client.update_task(body)["Status"] == "Success"
+    assert seen[0].method == "POST" and seen[0].url.path == "/v2/Task.svc/Update"
+    assert json.loads(seen[0].content) == body
+
+
+def test_classify_recognises_the_limit_in_any_wording() -> None:
+    with pytest.raises(ThrottledError) as err:
+        classify(200, json.dumps({"Status": "Error", "ExceptionMessage":
+                                  "API calls exceeded the limit of 72 in 60 second(s)"}).encode())
+    assert (err.value.calls, err.value.period_s) == (72, 60.0)

@@ -1,0 +1,129 @@
+"""Config loading: defaults, environment overrides, and one clear error per mistake."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsq_sync import config
+from lsq_sync.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    text = (ROOT / "config.example.toml").read_text()
+    cfg = config.from_mapping(tomllib.loads(text), env={})
+    assert cfg.lsq.rate_limit_calls == 25
+    data = tomllib.loads(text)
+    for section, (_, checks) in config.SCHEMA.items():
+        assert set(data[section]) == set(checks), f"[{section}] keys differ from the schema"
+
+
+def test_defaults_match_the_interface() -> None:
+    cfg = config.from_mapping({}, env={})
+    assert cfg.lsq.base_url == "https://api.leadsquared.com"
+    assert cfg.lsq.auth == "header"
+    assert (cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s) == (25, 5.0)
+    assert (cfg.lsq.timeout_s, cfg.lsq.max_attempts) == (30.0, 5)
+    assert cfg.database.url == "sqlite:///lsq_sync.db"
+    assert cfg.leads.query == "SELECT lead_id FROM leads"
+    assert cfg.leads_url == cfg.database.url
+    assert (cfg.push.notify_by, cfg.push.max_edit_attempts) == ("1000", 10)
+    assert (cfg.log.format, cfg.log.level) == ("auto", "info")
+
+
+def test_environment_wins_over_the_file() -> None:
+    data = {"lsq": {"access_key": "file-a", "secret_key": "file-s"},
+            "database": {"url": "sqlite:///file.db"}}
+    env = {"LSQ_ACCESS_KEY": "u$env-a", "LSQ_SECRET_KEY": "env-s",
+           "LSQ_SYNC_DATABASE_URL": "sqlite:///env.db"}
+    cfg = config.from_mapping(data, env=env)
+    assert cfg.lsq.access_key.reveal() == "u$env-a"
+    assert cfg.lsq.secret_key.reveal() == "env-s"
+    assert cfg.database.url == "sqlite:///env.db"
+
+
+def test_secrets_do_not_show_in_repr() -> None:
+    cfg = config.from_mapping({"lsq": {"access_key": "u$topsecret", "secret_key": "hush"}},
+                              env={})
+    assert "topsecret" not in repr(cfg) and "hush" not in repr(cfg)
+    assert "topsecret" not in str(cfg.lsq.access_key)
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"lsq": {"rate_limit_call": 5}}, "[lsq].rate_limit_call"),
+    ({"lsqq": {}}, "[lsqq]"),
+    ({"lsq": {"rate_limit_calls": "25"}}, "[lsq].rate_limit_calls must be a whole number"),
+    ({"lsq": {"rate_limit_calls": 0}}, "[lsq].rate_limit_calls must be at least 1"),
+    ({"lsq": {"rate_limit_calls": True}}, "[lsq].rate_limit_calls"),
+    ({"lsq": {"rate_limit_period_s": 0}}, "[lsq].rate_limit_period_s"),
+    ({"lsq": {"auth": "cookie"}}, "[lsq].auth must be one of header, query"),
+    ({"lsq": {"base_url": "api.leadsquared.com"}}, "[lsq].base_url"),
+    ({"lsq": {"timeout_s": "30"}}, "[lsq].timeout_s must be a number"),
+    ({"database": {"url": "not a url"}}, "[database].url"),
+    ({"leads": {"query": "  "}}, "[leads].query"),
+    ({"push": {"notify_by": "1111"}}, "[push].notify_by"),
+    ({"log": {"format": "xml"}}, "[log].format"),
+    ({"log": "info"}, "[log] must be a table"),
+])
+def test_bad_values_name_the_key(data: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.from_mapping(data, env={})
+    assert needle in str(err.value)
+
+
+def test_missing_credentials_are_named_when_needed() -> None:
+    cfg = config.from_mapping({}, env={})
+    with pytest.raises(ConfigError, match=r"\[lsq\]\.access_key is required.*LSQ_ACCESS_KEY"):
+        cfg.lsq.require_credentials()
+
+
+def test_base_url_is_normalised() -> None:
+    cfg = config.from_mapping({"lsq": {"base_url": "https://api-in21.leadsquared.com/v2/"}},
+                              env={})
+    assert cfg.lsq.base_url == "https://api-in21.leadsquared.com"
+
+
+def test_file_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert config.resolve_path(None, env={}) is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.resolve_path("nope.toml", env={})
+    with pytest.raises(ConfigError, match="LSQ_SYNC_CONFIG"):
+        config.resolve_path(None, env={"LSQ_SYNC_CONFIG": "missing.toml"})
+    (tmp_path / "lsq_sync.toml").write_text('[lsq]\nrate_limit_calls = 7\n')
+    assert config.load(None, env={}).lsq.rate_limit_calls == 7
+    (tmp_path / "other.toml").write_text('[lsq]\nrate_limit_calls = 9\n')
+    assert config.load(None, env={"LSQ_SYNC_CONFIG": "other.toml"}).lsq.rate_limit_calls == 9
+    assert config.load("lsq_sync.toml", env={"LSQ_SYNC_CONFIG": "other.toml"}) \
+        .lsq.rate_limit_calls == 7
+
+
+def test_invalid_toml_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[lsq\nbase_url = 1")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        config.load(str(path), env={})
+
+
+toml_scalars = st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
+                         st.booleans(), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from([*config.SCHEMA, "other"]),
+    st.one_of(toml_scalars, st.dictionaries(
+        st.sampled_from([k for _, checks in config.SCHEMA.values() for k in checks] + ["x"]),
+        toml_scalars, max_size=4)),
+    max_size=4))
+def test_any_mapping_gives_a_config_or_a_config_error(data: dict[str, object]) -> None:
+    try:
+        config.from_mapping(data, env={})
+    except ConfigError as exc:
+        assert str(exc)

@@ -1,0 +1,117 @@
+"""The limiter: no window ever holds more than the limit, and the limit is reached."""
+
+from __future__ import annotations
+
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsq_sync.ratelimit import Budget, RateLimiter, Stopped
+
+
+def busiest(sends: list[float], period: float) -> int:
+    """Most sends in any half-open window [t, t + period)."""
+    sends = sorted(sends)
+    best = 0
+    start = 0
+    for end, t in enumerate(sends):
+        while sends[start] + period <= t:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def drive(budget: Budget, arrivals: list[float]) -> list[float]:
+    """Each arrival waits for its slot, as a caller of acquire() would."""
+    sends = []
+    now = 0.0
+    for arrival in sorted(arrivals):
+        now = max(now, arrival)
+        while (wait := budget.reserve(now)) > 0:
+            now += wait
+        sends.append(now)
+    return sends
+
+
+@settings(max_examples=200, deadline=None)
+@given(calls=st.integers(1, 30), period=st.floats(0.1, 10),
+       arrivals=st.lists(st.floats(0, 60), min_size=1, max_size=300))
+def test_no_window_exceeds_the_limit(calls: int, period: float, arrivals: list[float]) -> None:
+    sends = drive(Budget(calls, period, margin=0.0), arrivals)
+    assert busiest(sends, period) <= calls
+
+
+@settings(max_examples=100, deadline=None)
+@given(calls=st.integers(1, 30), period=st.floats(0.1, 10), n=st.integers(1, 400))
+def test_a_backlog_uses_the_whole_limit(calls: int, period: float, n: int) -> None:
+    sends = drive(Budget(calls, period, margin=0.0), [0.0] * n)
+    # Every full window is full, and the last send is as early as the limit allows.
+    assert busiest(sends, period) == min(calls, n)
+    rounds = (n - 1) // calls
+    assert abs(sends[-1] - rounds * period) < 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(-5, 5), st.booleans()), min_size=1, max_size=300))
+def test_clock_jumps_never_let_a_burst_through(steps: list[tuple[float, bool]]) -> None:
+    """The clock may step back or leap; what was sent still counts by the latest time seen."""
+    budget = Budget(5, 1.0, margin=0.0)
+    clock = 0.0
+    sends = []
+    for jump, try_send in steps:
+        clock += jump
+        if try_send and budget.reserve(clock) == 0:
+            sends.append(budget._last)
+    assert busiest(sends, 1.0) <= 5
+
+
+def test_a_stated_lower_limit_is_obeyed_from_then_on() -> None:
+    budget = Budget(25, 5.0, margin=0.0)
+    assert budget.add_limit(10, 5.0)
+    assert not budget.add_limit(30, 5.0)  # looser than what we already obey
+    sends = drive(budget, [0.0] * 40)
+    assert busiest(sends, 5.0) == 10
+    assert budget.rate == 2.0
+
+
+def test_pause_holds_every_send() -> None:
+    budget = Budget(25, 5.0, margin=0.0)
+    budget.pause(0.0, 5.0)
+    assert budget.reserve(1.0) == 4.0
+    assert budget.reserve(5.0) == 0.0
+
+
+def test_margin_keeps_a_slot_a_little_longer() -> None:
+    budget = Budget(1, 1.0, margin=0.05)
+    assert budget.reserve(0.0) == 0.0
+    assert abs(budget.reserve(1.0) - 0.05) < 1e-9
+
+
+def test_acquire_blocks_and_stop_interrupts() -> None:
+    t = [0.0]
+    limiter = RateLimiter(1, 100.0, margin=0.0, clock=lambda: t[0])
+    limiter.acquire()
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            limiter.acquire()
+        except Stopped as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    limiter.stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+
+
+def test_throttled_adopts_the_stated_limit_and_pauses() -> None:
+    t = [10.0]
+    limiter = RateLimiter(25, 5.0, margin=0.0, clock=lambda: t[0])
+    assert limiter.throttled(10, 5.0) is True
+    assert limiter.rate == 2.0
+    assert limiter.budget.delay(t[0]) == 5.0
+    assert limiter.throttled(10, 5.0) is False

@@ -1,0 +1,75 @@
+"""Migrations: create, report, refuse stale schemas, and agree with the models."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
+
+from lsq_sync import db, schema
+from lsq_sync.errors import SchemaError, StoreError
+from lsq_sync.models import metadata
+
+
+def test_upgrade_creates_every_table_and_is_idempotent(empty_db_url: str) -> None:
+    engine = db.make_engine(empty_db_url)
+    assert schema.current(engine) is None
+    before, after = schema.upgrade(engine)
+    assert before is None and after == schema.head()
+    assert schema.upgrade(engine) == (after, after)
+    names = set(inspect(engine).get_table_names())
+    assert set(metadata.tables) <= names
+    schema.require_current(engine)
+    engine.dispose()
+
+
+def test_models_and_migrations_agree(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    command.check(schema.alembic_config(engine))  # raises if autogenerate finds a diff
+    engine.dispose()
+
+
+def test_a_missing_schema_is_refused_with_the_fix(empty_db_url: str) -> None:
+    engine = db.make_engine(empty_db_url)
+    with pytest.raises(SchemaError, match="run `lsq-sync db upgrade`"):
+        schema.require_current(engine)
+
+
+def test_an_old_schema_is_refused(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'base0'"))
+    with pytest.raises(SchemaError, match="newer lsq-sync"):
+        schema.require_current(engine)
+
+
+def test_an_older_known_revision_asks_for_an_upgrade(db_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = db.make_engine(db_url)
+    monkeypatch.setattr(schema, "head", lambda: "9999")
+    with pytest.raises(SchemaError, match=r"at revision 0001, this version needs 9999.*upgrade"):
+        schema.require_current(engine)
+
+
+def test_the_utc_default_of_edits_created_at(engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from lsq_sync.models import task_edits
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES ('t', 'n')"))
+        row = conn.execute(select(task_edits)).one()
+    assert row.status == "pending" and row.attempts == 0
+    assert abs(row.created_at - datetime.now(UTC)) < timedelta(minutes=2)
+
+
+def test_unreachable_database_is_a_store_error(tmp_path: object) -> None:
+    engine = db.make_engine("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(StoreError, match="cannot connect to the database"):
+        db.check_connection(engine)
+
+
+def test_passwords_are_masked() -> None:
+    assert "hunter2" not in db.safe_url("postgresql://me:hunter2@db/x")
