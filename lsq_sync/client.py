@@ -8,7 +8,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
 
@@ -141,18 +141,35 @@ class LsqClient:
             # httpx percent-encodes params, so the `$` in access keys arrives intact.
             self._params = {"accessKey": cfg.access_key.reveal(),
                             "secretKey": cfg.secret_key.reveal()}
-        self._http = httpx.Client(
-            base_url=cfg.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(cfg.timeout_s),
-            limits=httpx.Limits(max_connections=cfg.concurrency,
-                                max_keepalive_connections=cfg.concurrency),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._client_args: dict[str, Any] = {
+            "headers": headers,
+            "timeout": httpx.Timeout(cfg.timeout_s),
+            # One connection per thread: a shared pool serialises every request on its
+            # lock and polls each idle connection per request, which costs more CPU than
+            # the request itself at thousands of calls per second.
+            "limits": httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            "transport": transport,
+            "follow_redirects": False,
+        }
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._clients_lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        http: httpx.Client | None = getattr(self._local, "http", None)
+        if http is None:
+            http = httpx.Client(**self._client_args)
+            self._local.http = http
+            with self._clients_lock:
+                self._clients.append(http)
+        return http
 
     def close(self) -> None:
-        self._http.close()
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for http in clients:
+            http.close()
 
     def __enter__(self) -> LsqClient:
         return self
@@ -183,12 +200,14 @@ class LsqClient:
         attempt = 0
         throttle_waits = 0
         query = {**(params or {}), **self._params}
+        # One absolute URL, built once: httpx would otherwise parse it three times.
+        url = httpx.URL(f"{self.cfg.base_url}{path}?{urlencode(query)}" if query
+                        else f"{self.cfg.base_url}{path}")
         while True:
             self.limiter.acquire()
             self.stats.add(calls=1)
             try:
-                response = self._http.request(method, path, params=query or None,
-                                              json=json_body)
+                response = self._http.request(method, url, json=json_body)
                 return classify(response.status_code, response.content, self._forms)
             except ThrottledError as exc:
                 self.stats.add(throttled=1)

@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from lsq_sync.errors import ConfigError, StoreError
 
@@ -57,8 +56,6 @@ def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
             raise ConfigError(f"{key}: an in-memory SQLite database cannot be shared "
                               f"between runs; give a file path (sqlite:///lsq_sync.db)")
         kwargs["connect_args"] = {"timeout": 30}
-        # Each connection is cheap and per-thread; a pool would hold file handles open.
-        kwargs["poolclass"] = NullPool
     else:
         kwargs["pool_pre_ping"] = True
     try:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextvars
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +32,66 @@ class PullOptions:
     limit: int | None = None
     batch_size: int = 200               # leads per transaction
     flush_s: float = 2.0                # ... or this often, whichever comes first
+
+
+Result = LeadOutcome | BaseException
+
+
+class Workers:
+    """Threads that take (seq, lead id) from an inbox and leave outcomes in an outbox.
+
+    Cheaper per item than an executor's futures, which the GIL makes noticeable at
+    thousands of leads per second.
+    """
+
+    def __init__(self, fetch: Callable[[int, str], LeadOutcome], count: int,
+                 stop: threading.Event) -> None:
+        self.fetch = fetch
+        self.stop = stop
+        self.count = count
+        self.inbox: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[Result] = queue.SimpleQueue()
+        self.in_flight = 0
+        ctx = contextvars.copy_context()  # so that run_id reaches the workers' log lines
+        self.threads = [threading.Thread(target=ctx.copy().run, args=(self._loop,),
+                                         name=f"lsq-fetch-{i}", daemon=True)
+                        for i in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while (item := self.inbox.get()) is not None:
+            try:
+                result: Result = self.fetch(*item)
+            except BaseException as exc:  # handed to the main thread, which decides
+                result = exc
+            self.outbox.put(result)
+
+    def has_room(self) -> bool:
+        return self.in_flight < self.count + 2  # a little queued, so no worker idles
+
+    def submit(self, item: tuple[int, str]) -> None:
+        self.in_flight += 1
+        self.inbox.put(item)
+
+    def results(self, timeout: float) -> list[Result]:
+        """Whatever finished: waits up to `timeout` for the first one."""
+        found: list[Result] = []
+        try:
+            found.append(self.outbox.get(timeout=timeout))
+            while True:
+                found.append(self.outbox.get_nowait())
+        except queue.Empty:
+            pass
+        self.in_flight -= len(found)
+        return found
+
+    def close(self) -> None:
+        """Stop the threads; requests under way finish or give up within their timeout."""
+        for _ in self.threads:
+            self.inbox.put(None)
+        for thread in self.threads:
+            thread.join(timeout=0.1 if self.stop.is_set() else None)
 
 
 class Puller:
@@ -87,54 +148,44 @@ class Puller:
                              message=self.client.redact(str(exc)))
             return LeadOutcome(seq, lead_id, error=f"{type(exc).__name__}: {exc}")
 
-    def _in_context(self) -> Callable[[int, str], LeadOutcome]:
-        ctx = contextvars.copy_context()  # so that run_id reaches the workers' log lines
-        return lambda seq, lead_id: ctx.run(self._fetch, seq, lead_id)
-
     def run(self, run_id: int) -> RunCounts:
         """Fetch every staged lead of `run_id`; raises AuthError after saving what is done."""
         opts = self.options
         todo: Iterator[tuple[int, str]] = leads.pending(self.engine, run_id)
         self.progress.start(self.counts.leads_total)
-        in_flight: dict[Future[LeadOutcome], tuple[int, str]] = {}
+        workers = Workers(self._fetch, self.client.cfg.concurrency, self.client.limiter.stop)
         buffer: list[LeadOutcome] = []
         last_flush = time.monotonic()
         abort: BaseException | None = None
-        window = self.client.cfg.concurrency * 2
         exhausted = False
-        with ThreadPoolExecutor(self.client.cfg.concurrency,
-                                thread_name_prefix="lsq-fetch") as pool:
-            try:
-                while True:
-                    while not exhausted and abort is None and len(in_flight) < window:
-                        nxt = next(todo, None)
-                        if nxt is None:
-                            exhausted = True
-                            break
-                        in_flight[pool.submit(self._in_context(), *nxt)] = nxt
-                    if not in_flight:
+        try:
+            while True:
+                while not exhausted and abort is None and workers.has_room():
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        exhausted = True
                         break
-                    done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        in_flight.pop(future)
-                        try:
-                            buffer.append(future.result())
-                        except Stopped:
-                            continue
-                        except AuthError as exc:
-                            abort = abort or exc
-                            self.client.limiter.stop.set()
-                    now = time.monotonic()
-                    if len(buffer) >= opts.batch_size or (buffer and now - last_flush
-                                                          >= opts.flush_s):
-                        self._flush(run_id, buffer)
-                        buffer = []
-                        last_flush = now
-            finally:
-                if abort is not None or exhausted is False:
-                    self.client.limiter.stop.set()
-                    for future in in_flight:
-                        future.cancel()
+                    workers.submit(nxt)
+                if workers.in_flight == 0:
+                    break
+                for item in workers.results(timeout=0.5):
+                    if isinstance(item, LeadOutcome):
+                        buffer.append(item)
+                    elif isinstance(item, AuthError):
+                        abort = abort or item
+                        self.client.limiter.stop.set()
+                    elif not isinstance(item, Stopped):
+                        raise item
+                now = time.monotonic()
+                if len(buffer) >= opts.batch_size or (buffer and now - last_flush
+                                                      >= opts.flush_s):
+                    self._flush(run_id, buffer)
+                    buffer = []
+                    last_flush = now
+        finally:
+            if abort is not None or not exhausted:
+                self.client.limiter.stop.set()
+            workers.close()
         if buffer:
             self._flush(run_id, buffer)
         self.progress.finish()

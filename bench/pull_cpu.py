@@ -1,0 +1,37 @@
+"""Benchmark 2: CPU per lead with the rate uncapped and no latency (target <= 1 ms).
+
+The simulator runs in its own process; only lsq-sync's own CPU time is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import SimProcess, lsq, run_cli, workdir, write_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--db", default="", help="database URL (default: a new SQLite file)")
+    args = parser.parse_args()
+
+    folder = workdir()
+    db_url = args.db or f"sqlite:///{folder / 'bench.db'}"
+    sim = SimProcess("--leads", str(args.leads), "--rate-limit", "0", "--leads-db", db_url)
+    try:
+        config = write_config(folder / "c.toml", sim.url, db_url, rate_limit_calls=1_000_000,
+                              rate_limit_period_s=1, concurrency=args.concurrency)
+        run_cli(*lsq(config, "db", "upgrade"))
+        for label in ("first pull (all inserts)", "second pull (nothing changed)"):
+            code, wall, cpu, rss = run_cli(*lsq(config, "pull"))
+            print(f"{label}: exit={code} leads={args.leads} wall={wall:.1f}s "
+                  f"leads/s={args.leads / wall:.0f} cpu={cpu:.1f}s "
+                  f"cpu/lead={cpu / args.leads * 1000:.3f}ms peak_rss={rss:.0f}MB")
+    finally:
+        sim.stop()
+
+
+if __name__ == "__main__":
+    main()
