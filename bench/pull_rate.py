@@ -33,12 +33,14 @@ def main() -> None:
     finally:
         sim.stop()
     limit_rate = args.calls / args.period
-    steady = (stats["accepted"] - args.calls) / stats["span_s"] / limit_rate
+    # Each call waited for the call `calls` before it to leave the window, and no longer?
+    steady = args.period / stats["mean_gap_s"]
     print(f"leads={args.leads} limit={args.calls}/{args.period:g}s latency={args.latency}ms")
     print(f"exit={code} wall={wall:.1f}s cpu={cpu:.2f}s peak_rss={rss:.0f}MB")
     print(f"accepted={stats['accepted']} throttled={stats['throttled']} "
           f"busiest_window={stats['busiest_window']} (limit {args.calls})")
-    print(f"steady rate / limit = {steady:.3f}  (target >= 0.97)")
+    print(f"used share of the limit = {steady:.3f}  (period / mean gap between call i and "
+          f"call i-{args.calls}; target >= 0.97)")
     print(f"whole-run calls/s / limit = {stats['accepted'] / wall / limit_rate:.3f}")
 
 

@@ -203,11 +203,13 @@ class LsqClient:
         # One absolute URL, built once: httpx would otherwise parse it three times.
         url = httpx.URL(f"{self.cfg.base_url}{path}?{urlencode(query)}" if query
                         else f"{self.cfg.base_url}{path}")
+        http = self._http  # created before the slot is taken: building one is slow
         while True:
-            self.limiter.acquire()
+            slot = self.limiter.acquire()
             self.stats.add(calls=1)
             try:
-                response = self._http.request(method, url, json=json_body)
+                response = http.request(method, url, json=json_body,
+                                        extensions={"trace": self._tracer(slot)})
                 return classify(response.status_code, response.content, self._forms)
             except ThrottledError as exc:
                 self.stats.add(throttled=1)
@@ -233,6 +235,12 @@ class LsqClient:
             self._on_event("retry", path=path, attempt=attempt, error=str(error),
                            delay_s=round(delay, 3))
             self.limiter.wait(delay)
+
+    def _tracer(self, slot: float) -> Callable[[str, Any], None]:
+        def trace(event: str, _info: Any) -> None:
+            if event == "http11.send_request_headers.started":
+                self.limiter.sent(slot)
+        return trace
 
     def backoff(self, attempt: int) -> float:
         """Exponential with jitter: half fixed, half random, capped."""

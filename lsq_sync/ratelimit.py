@@ -42,6 +42,20 @@ class Window:
     def record(self, now: float) -> None:
         self.sends.append(now)
 
+    def restamp(self, old: float, new: float) -> None:
+        """Move one send from `old` to the later `new`, keeping the sends in order."""
+        sends = self.sends
+        for i in range(len(sends) - 1, -1, -1):
+            if sends[i] == old:
+                del sends[i]
+                break
+        else:
+            return  # already left the window
+        i = len(sends)
+        while i > 0 and sends[i - 1] > new:
+            i -= 1
+        sends.insert(i, new)
+
 
 class Budget:
     """Several windows at once (the configured one and any limit the API stated).
@@ -76,6 +90,13 @@ class Budget:
             window.record(self._last)
         return 0.0
 
+    def restamp(self, old: float, new: float) -> None:
+        """The send reserved at `old` really left at `new` (later): count it from then."""
+        new = self._now(new)
+        if new > old:
+            for window in self.windows:
+                window.restamp(old, new)
+
     def add_limit(self, calls: int, period: float) -> bool:
         """Also obey `calls` per `period` (a limit the API stated); True if it is new."""
         for window in self.windows:
@@ -88,6 +109,12 @@ class Budget:
                 window.sends = deque(w.sends)
         self.windows.append(window)
         return True
+
+    def widen_margin(self, most: float) -> None:
+        """Hold each slot a little longer (arrival jitter made the server count more)."""
+        self.margin = min(most, self.margin * 2 if self.margin else 0.01)
+        for window in self.windows:
+            window.margin = self.margin
 
     def pause(self, now: float, seconds: float) -> None:
         """Send nothing for `seconds` (after a throttle answer: let the window drain)."""
@@ -110,6 +137,8 @@ class RateLimiter:
                  sleep: Callable[[float], None] | None = None,
                  stop: threading.Event | None = None) -> None:
         self.budget = Budget(calls, period, margin)
+        self.streak = 0            # throttle answers in a row, for the pause length
+        self._last_throttle = float("-inf")
         self.clock = clock
         self.stop = stop or threading.Event()
         self._sleep = sleep
@@ -124,24 +153,45 @@ class RateLimiter:
         elif self.stop.wait(seconds):
             raise Stopped
 
-    def acquire(self) -> None:
-        """Block until a request may be sent, and count it as sent."""
+    def acquire(self) -> float:
+        """Block until a request may be sent, and count it as sent; returns the slot."""
         while True:
             with self._lock:
-                wait = self.budget.reserve(self.clock())
-            if wait <= 0:
-                return
+                now = self.clock()
+                wait = self.budget.reserve(now)
+                if wait <= 0:
+                    return self.budget._last
             self.wait(wait)
 
+    def sent(self, slot: float) -> None:
+        """The request of `slot` is going out only now (after connecting): move its slot.
+
+        Moving a slot later only makes the window stricter, so the reservation made
+        before the send keeps bursts out and this keeps arrivals apart.
+        """
+        with self._lock:
+            self.budget.restamp(slot, self.clock())
+
     def throttled(self, calls: int | None, period: float | None) -> bool:
-        """Record a throttle answer; returns True when the stated limit is new to us."""
+        """Record a throttle answer; returns True when the stated limit is new to us.
+
+        The pause starts at one slot's worth of time and doubles with each throttle that
+        follows within a period, up to a whole period: a stray throttle from arrival
+        jitter costs little, while a budget taken by another integration is left alone.
+        """
         with self._lock:
             now = self.clock()
             new = False
             if calls and period:
                 new = self.budget.add_limit(calls, period)
             longest = max(w.period for w in self.budget.windows)
-            self.budget.pause(now, period or longest)
+            if now - self._last_throttle > longest:
+                self.streak = 0
+            self.streak += 1
+            self._last_throttle = now
+            slot = 1 / self.budget.rate
+            self.budget.pause(now, min(longest, slot * 2 ** (self.streak - 1)))
+            self.budget.widen_margin(most=longest * 0.05)
             return new
 
     @property

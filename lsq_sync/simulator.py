@@ -281,6 +281,11 @@ class Meter:
         self.busiest = 0
         self.first: float | None = None
         self.last: float | None = None
+        # Gap between each accepted call and the one `calls` before it: a client that
+        # uses the whole limit makes every gap exactly one period.
+        self.recent: deque[float] = deque(maxlen=max(calls, 1))
+        self.gap_sum = 0.0
+        self.gaps = 0
         self.by_path: dict[str, int] = {}
 
     def admit(self, path: str) -> bool:
@@ -294,6 +299,10 @@ class Meter:
                 self.throttled += 1
                 return False
             arrivals.append(now)
+            if self.calls and len(self.recent) == self.calls:
+                self.gap_sum += now - self.recent[0]
+                self.gaps += 1
+            self.recent.append(now)
             self.accepted += 1
             self.busiest = max(self.busiest, len(arrivals))
             self.first = now if self.first is None else self.first
@@ -305,7 +314,8 @@ class Meter:
             span = (self.last - self.first) if self.first is not None and self.last else 0.0
             return {"accepted": self.accepted, "throttled": self.throttled,
                     "busiest_window": self.busiest, "limit": self.calls,
-                    "period_s": self.period, "span_s": span, "by_path": dict(self.by_path)}
+                    "period_s": self.period, "span_s": span, "by_path": dict(self.by_path),
+                    "mean_gap_s": self.gap_sum / self.gaps if self.gaps else None}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -343,9 +353,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, sim.meter.snapshot())
             return
         faults = sim.cfg.faults
-        low, high = faults.latency_ms
-        if high > 0:
-            time.sleep(sim.rng_uniform(low, high) / 1000)
         access = self.headers.get("x-LSQ-AccessKey") or query.get("accessKey")
         secret = self.headers.get("x-LSQ-SecretKey") or query.get("secretKey")
         sim.seen_access_keys.add(access or "")
@@ -369,6 +376,10 @@ class _Handler(BaseHTTPRequestHandler):
                 f"API calls exceeded the limit of {cfg.rate_calls} in "
                 f"{cfg.rate_period_s:g} second(s)"))
             return
+        # The limit counts arrivals; the latency is the server's work after that.
+        low, high = faults.latency_ms
+        if high > 0:
+            time.sleep(sim.rng_uniform(low, high) / 1000)
         fault = sim.pick_fault()
         if fault == "bare_500":
             self._send(500, b"Internal Server Error", "text/plain")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -113,5 +114,30 @@ def test_throttled_adopts_the_stated_limit_and_pauses() -> None:
     limiter = RateLimiter(25, 5.0, margin=0.0, clock=lambda: t[0])
     assert limiter.throttled(10, 5.0) is True
     assert limiter.rate == 2.0
-    assert limiter.budget.delay(t[0]) == 5.0
+    assert limiter.budget.delay(t[0]) == 0.5  # one slot at the stated rate
     assert limiter.throttled(10, 5.0) is False
+    assert limiter.budget.delay(t[0]) == 1.0  # doubled for the second in a row
+
+
+def test_throttle_pauses_grow_to_a_period_and_reset_after_quiet() -> None:
+    t = [0.0]
+    limiter = RateLimiter(25, 5.0, margin=0.0, clock=lambda: t[0])
+    pauses = []
+    for _ in range(8):
+        limiter.throttled(None, None)
+        pauses.append(limiter.budget.delay(t[0]))
+    assert pauses[:3] == pytest.approx([0.2, 0.4, 0.8]) and max(pauses) == 5.0
+    assert limiter.budget.margin == 0.25  # widened, capped at 5% of the period
+    t[0] = 100.0
+    limiter.throttled(None, None)
+    assert limiter.budget.delay(t[0]) == pytest.approx(0.2)
+
+
+def test_a_late_send_moves_its_slot_later() -> None:
+    budget = Budget(2, 1.0, margin=0.0)
+    assert budget.reserve(0.0) == 0.0 and budget.reserve(0.0) == 0.0
+    budget.restamp(0.0, 0.3)  # the first request only left after connecting
+    assert budget.delay(1.0) == 0.0  # the other slot (sent at 0.0) has expired
+    budget.reserve(1.0)
+    assert abs(budget.delay(1.0) - 0.3) < 1e-9  # the moved one holds until 1.3
+    assert list(budget.windows[0].sends) == [0.3, 1.0]
