@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import structlog
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, runs, schema
+from lsq_sync import db, edits, runs, schema
 from lsq_sync.client import LsqClient
 from lsq_sync.config import Config
-from lsq_sync.errors import LsqSyncError
+from lsq_sync.errors import ConfigError, LsqSyncError
 from lsq_sync.logs import get_logger
+from lsq_sync.models import task_edits, tasks
 from lsq_sync.progress import Progress
 from lsq_sync.pull import Puller, PullOptions
+from lsq_sync.push import Pusher
 from lsq_sync.ratelimit import RateLimiter
 from lsq_sync.runs import RunCounts
+from lsq_sync.types import utcnow
 
 
 def open_store(cfg: Config) -> Engine:
@@ -103,22 +107,72 @@ def recorded_run(engine: Engine, command: str, counts: RunCounts, log: Any) -> I
 
 
 def pull(cfg: Config, options: PullOptions, ctx: Context | None = None) -> RunResult:
-    ctx = ctx or Context()
-    log = get_logger("lsq_sync.pull")
+    """One pull run: stage the lead ids, fetch and write every lead's tasks."""
+    return _run(cfg, "pull", ctx or Context(), options=options)
+
+
+def push(cfg: Config, ctx: Context | None = None) -> RunResult:
+    """One push run: send every pending edit."""
+    return _run(cfg, "push", ctx or Context())
+
+
+def sync(cfg: Config, options: PullOptions, ctx: Context | None = None) -> RunResult:
+    """Push, then pull, in one run (see the README for why in that order)."""
+    return _run(cfg, "sync", ctx or Context(), options=options)
+
+
+def preview_push(cfg: Config, emit: Callable[[str], Any]) -> int:
+    """push --dry-run: print each call it would make; no API call, no write."""
+    engine = open_store(cfg)
+    pusher = Pusher(engine=engine, client=None, counts=RunCounts(), log=get_logger(),
+                    notify_by=cfg.push.notify_by, max_edit_attempts=cfg.push.max_edit_attempts)
+    return pusher.preview(emit)
+
+
+def queue_edit(cfg: Config, task_id: str, fields: dict[str, Any]) -> int:
+    """Check an edit and insert it as pending; ConfigError says what is wrong with it."""
+    try:
+        checked = edits.check(fields)
+    except edits.InvalidEdit as exc:
+        raise ConfigError(f"{exc}; nothing was queued") from None
+    engine = open_store(cfg)
+    with engine.begin() as conn:
+        task = conn.execute(select(tasks.c.deleted_at).where(tasks.c.task_id == task_id)).first()
+        if task is None:
+            raise ConfigError(f"task {task_id} is not in lsq_tasks; pull its lead first "
+                              f"(lsq-sync pull --lead-id LEAD); nothing was queued")
+        if task.deleted_at is not None:
+            raise ConfigError(f"task {task_id} was deleted in LeadSquared; nothing was queued")
+        result = conn.execute(insert(task_edits).values(
+            task_id=task_id, status="pending", attempts=0, created_at=utcnow(), **checked))
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = None
+         ) -> RunResult:
+    log = get_logger(f"lsq_sync.{command}")
     cfg.lsq.require_credentials()
     engine = open_store(cfg)
-    source = leads_engine(cfg, engine)
+    source = leads_engine(cfg, engine) if command != "push" else engine
     counts = RunCounts()
     client = make_client(cfg, ctx, log)
     try:
-        with recorded_run(engine, "pull", counts, log) as run:
-            progress = Progress("pull", tty=ctx.tty, calls=lambda: client.stats.calls, log=log)
-            puller = Puller(engine=engine, leads_engine=source, query=cfg.leads.query,
-                            client=client, counts=counts, log=log, progress=progress,
-                            options=options)
+        with recorded_run(engine, command, counts, log) as run:
             try:
-                puller.stage(run.id)
-                puller.run(run.id)
+                if command in ("push", "sync"):
+                    Pusher(engine=engine, client=client, counts=counts, log=log,
+                           notify_by=cfg.push.notify_by,
+                           max_edit_attempts=cfg.push.max_edit_attempts).run(run.id)
+                if command in ("pull", "sync"):
+                    progress = Progress(command, tty=ctx.tty,
+                                        calls=lambda: client.stats.calls, log=log)
+                    puller = Puller(engine=engine, leads_engine=source, query=cfg.leads.query,
+                                    client=client, counts=counts, log=log, progress=progress,
+                                    options=options or PullOptions())
+                    puller.stage(run.id)
+                    puller.run(run.id)
             finally:
                 counts.api_calls = client.stats.calls
                 counts.throttled = client.stats.throttled

@@ -166,6 +166,81 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None) -> No
     sys.exit(EXIT_PARTIAL if result.counts.failures else EXIT_OK)
 
 
+# -- push, sync, edit ----------------------------------------------------------------------
+
+@cli.command()
+@click.option("--dry-run", is_flag=True,
+              help="Print each task's request body (no credentials) and send nothing.")
+@pass_settings
+def push(settings: Settings, dry_run: bool) -> None:
+    """Send pending edits from lsq_task_edits through Task.svc/Update.
+
+    Each task's pending edits are checked, merged in order (later values win)
+    and sent as one call whose body is the task's last synced state with the
+    edits laid over it. Sent edits become `sent` and lsq_tasks takes the new
+    values at once; rejected or invalid ones become `failed` with last_error;
+    transient failures stay `pending` until [push].max_edit_attempts runs have
+    tried. Exit status 1 when any edit failed in this run.
+    """
+    cfg = settings.config()
+    tty = settings.setup_logging(cfg)
+    if dry_run:
+        shown = app.preview_push(cfg, click.echo)
+        click.echo(f"dry run: {shown} task update(s) would be sent; nothing was sent or changed")
+        return
+    result = app.push(cfg, app.Context(tty=tty))
+    sys.exit(EXIT_PARTIAL if result.counts.failures else EXIT_OK)
+
+
+@cli.command()
+@click.option("--lead-id", "lead_ids", multiple=True, metavar="ID",
+              help="Pull only this lead (repeatable) instead of the leads from [leads].query.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Pull at most N leads.")
+@pass_settings
+def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None) -> None:
+    """Push pending edits, then pull every lead's tasks, in one run.
+
+    Push goes first so that local edits reach LeadSquared before the pull
+    reads it back: the same run then confirms them, and a pull never works on
+    a state that is about to change. Both share one rate budget.
+    """
+    cfg = settings.config()
+    tty = settings.setup_logging(cfg)
+    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit)
+    result = app.sync(cfg, options, app.Context(tty=tty))
+    sys.exit(EXIT_PARTIAL if result.counts.failures else EXIT_OK)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--name", help="New task name.")
+@click.option("--description", help="New description.")
+@click.option("--due", metavar='"YYYY-MM-DD HH:MM:SS"', help="New due date, in UTC.")
+@click.option("--reminder", type=int, metavar="MIN", help="Reminder, minutes before due.")
+@click.option("--notify/--no-notify", default=None,
+              help="Email the owner about the change (NotifyBy 1100) or not (1000). "
+                   "Default: [push].notify_by.")
+@click.option("--owner-id", metavar="ID", help="New owner by user id (GUID).")
+@click.option("--owner-email", metavar="EMAIL", help="New owner by email address.")
+@pass_settings
+def edit(settings: Settings, task_id: str, name: str | None, description: str | None,
+         due: str | None, reminder: int | None, notify: bool | None, owner_id: str | None,
+         owner_email: str | None) -> None:
+    """Queue an edit of a task in lsq_task_edits; `lsq-sync push` sends it.
+
+    Only the given fields change; the rest of the task keeps its last synced
+    values. The task must have been pulled already.
+    """
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    fields = {"name": name, "description": description, "due_date": due,
+              "reminder_minutes": reminder, "owner_id": owner_id, "owner_email": owner_email,
+              "notify_by": None if notify is None else ("1100" if notify else "1000")}
+    edit_id = app.queue_edit(cfg, task_id, fields)
+    click.echo(f"queued edit {edit_id} for task {task_id}; `lsq-sync push` sends it")
+
+
 # -- runs ----------------------------------------------------------------------------------
 
 RUN_COLUMNS = [("id", 5), ("command", 7), ("status", 9), ("started (UTC)", 19), ("secs", 7),

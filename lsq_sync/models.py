@@ -107,3 +107,12 @@ run_leads = Table(
     Column("state", String(8), nullable=False, server_default=text("'todo'")),
     UniqueConstraint("run_id", "lead_id"),
 )
+
+# One row per task whose edits a push is sending: the primary key makes the claim
+# exclusive on every dialect, and `claimed_until` lets a dead process's claim lapse.
+edit_claims = Table(
+    "lsq_edit_claims", metadata,
+    Column("task_id", String(ID_LEN), primary_key=True),
+    Column("run_id", Integer, nullable=False),
+    Column("claimed_until", UTCDateTime(), nullable=False),
+)

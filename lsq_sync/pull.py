@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextvars
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +19,7 @@ from lsq_sync.ratelimit import Stopped
 from lsq_sync.runs import RunCounts
 from lsq_sync.store import LeadOutcome, write_batch
 from lsq_sync.types import utcnow
+from lsq_sync.workers import Workers
 
 MAX_SKIP_WARNINGS = 20
 
@@ -32,66 +30,6 @@ class PullOptions:
     limit: int | None = None
     batch_size: int = 200               # leads per transaction
     flush_s: float = 2.0                # ... or this often, whichever comes first
-
-
-Result = LeadOutcome | BaseException
-
-
-class Workers:
-    """Threads that take (seq, lead id) from an inbox and leave outcomes in an outbox.
-
-    Cheaper per item than an executor's futures, which the GIL makes noticeable at
-    thousands of leads per second.
-    """
-
-    def __init__(self, fetch: Callable[[int, str], LeadOutcome], count: int,
-                 stop: threading.Event) -> None:
-        self.fetch = fetch
-        self.stop = stop
-        self.count = count
-        self.inbox: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
-        self.outbox: queue.SimpleQueue[Result] = queue.SimpleQueue()
-        self.in_flight = 0
-        ctx = contextvars.copy_context()  # so that run_id reaches the workers' log lines
-        self.threads = [threading.Thread(target=ctx.copy().run, args=(self._loop,),
-                                         name=f"lsq-fetch-{i}", daemon=True)
-                        for i in range(count)]
-        for thread in self.threads:
-            thread.start()
-
-    def _loop(self) -> None:
-        while (item := self.inbox.get()) is not None:
-            try:
-                result: Result = self.fetch(*item)
-            except BaseException as exc:  # handed to the main thread, which decides
-                result = exc
-            self.outbox.put(result)
-
-    def has_room(self) -> bool:
-        return self.in_flight < self.count + 2  # a little queued, so no worker idles
-
-    def submit(self, item: tuple[int, str]) -> None:
-        self.in_flight += 1
-        self.inbox.put(item)
-
-    def results(self, timeout: float) -> list[Result]:
-        """Whatever finished: waits up to `timeout` for the first one."""
-        found: list[Result] = []
-        try:
-            found.append(self.outbox.get(timeout=timeout))
-            while True:
-                found.append(self.outbox.get_nowait())
-        except queue.Empty:
-            pass
-        self.in_flight -= len(found)
-        return found
-
-    def close(self) -> None:
-        """Stop the threads; requests under way finish or give up within their timeout."""
-        for _ in self.threads:
-            self.inbox.put(None)
-        for thread in self.threads:
-            thread.join(timeout=0.1 if self.stop.is_set() else None)
 
 
 class Puller:
@@ -153,7 +91,9 @@ class Puller:
         opts = self.options
         todo: Iterator[tuple[int, str]] = leads.pending(self.engine, run_id)
         self.progress.start(self.counts.leads_total)
-        workers = Workers(self._fetch, self.client.cfg.concurrency, self.client.limiter.stop)
+        workers: Workers[tuple[int, str], LeadOutcome] = Workers(
+            lambda item: self._fetch(*item), self.client.cfg.concurrency,
+            self.client.limiter.stop)
         buffer: list[LeadOutcome] = []
         last_flush = time.monotonic()
         abort: BaseException | None = None

@@ -47,9 +47,29 @@ def test_an_old_schema_is_refused(db_url: str) -> None:
 def test_an_older_known_revision_asks_for_an_upgrade(db_url: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     engine = db.make_engine(db_url)
+    real = schema.head()
     monkeypatch.setattr(schema, "head", lambda: "9999")
-    with pytest.raises(SchemaError, match=r"at revision 0001, this version needs 9999.*upgrade"):
+    with pytest.raises(SchemaError, match=rf"at revision {real}, this version needs 9999.*upgrade"):
         schema.require_current(engine)
+
+
+def test_upgrading_a_database_with_data_keeps_it(empty_db_url: str) -> None:
+    engine = db.make_engine(empty_db_url)
+    schema.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO lsq_tasks (task_id, lead_id, name, first_seen_at, last_synced_at) "
+            "VALUES ('t1', 'l1', 'kept', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES ('t1', 'x')"))
+    with pytest.raises(SchemaError, match="this version needs"):
+        schema.require_current(engine)
+    before, after = schema.upgrade(engine)
+    assert (before, after) == ("0001", schema.head())
+    schema.require_current(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM lsq_tasks")).scalar_one() == "kept"
+        assert conn.execute(text("SELECT status FROM lsq_task_edits")).scalar_one() == "pending"
+    engine.dispose()
 
 
 def test_the_utc_default_of_edits_created_at(engine: Engine) -> None:

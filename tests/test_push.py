@@ -1,0 +1,278 @@
+"""Push end to end over HTTP against the simulator, on every configured dialect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+
+from lsq_sync import app
+from lsq_sync.cli import cli
+from lsq_sync.config import Config
+from lsq_sync.demo import fill_leads_table
+from lsq_sync.errors import AuthError
+from lsq_sync.models import sync_runs, task_edits, tasks
+from lsq_sync.pull import PullOptions
+from lsq_sync.simulator import OWNERS, Faults, Simulator
+
+Setup = tuple[Config, Engine, Simulator]
+
+
+@pytest.fixture
+def setup(db_url: str, engine: Engine, sim: Simulator,
+          make_config: Callable[..., Config]) -> Setup:
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url)
+    app.pull(cfg, PullOptions())
+    return cfg, engine, sim
+
+
+def some_tasks(sim: Simulator, n: int) -> list[str]:
+    ids = [t["TaskID"] for lead in sim.state.lead_ids() for t in sim.state.tasks_of(lead)]
+    return ids[:n]
+
+
+def insert(engine: Engine, sql: str, **params: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def edits(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(task_edits).order_by(task_edits.c.id)))
+
+
+def update_calls(sim: Simulator) -> int:
+    return int(sim.meter.snapshot()["by_path"].get("/v2/Task.svc/Update", 0))
+
+
+def test_a_raw_sql_edit_is_sent_and_applied_both_sides(setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Call back now')",
+           t=task_id)
+    result = app.push(cfg)
+    assert result.status == "succeeded" and result.counts.edits_sent == 1
+    after = sim.state.task(task_id)
+    assert after is not None and after["Name"] == "Call back now"
+    (edit,) = edits(engine)
+    assert edit.status == "sent" and edit.sent_at is not None and edit.attempts == 1
+    assert edit.last_error is None
+    with engine.connect() as conn:
+        local = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).one()
+    assert local.name == "Call back now"
+    with engine.connect() as conn:
+        run = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc())).first()
+    assert run is not None and run.command == "push" and run.edits_sent == 1
+
+
+def test_three_edits_to_one_task_make_one_call(setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    before = sim.state.task(task_id)
+    assert before is not None
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name, reminder_minutes) "
+                   "VALUES (:t, 'First', 5)", t=task_id)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, due_date) "
+                   "VALUES (:t, '2027-03-04 05:06:07')", t=task_id)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name, owner_email, status) "
+                   "VALUES (:t, 'Third', :e, NULL)", t=task_id, e=OWNERS[3][2])
+    result = app.push(cfg)
+    assert result.counts.edits_sent == 3 and result.counts.api_calls == 1
+    assert update_calls(sim) == 1
+    after = sim.state.task(task_id)
+    assert after is not None
+    assert (after["Name"], after["Reminder"], after["DueDate"]) == ("Third", "5",
+                                                                     "2027-03-04 05:06:07")
+    assert after["OwnerID"] == OWNERS[3][0]
+    assert after["Description"] == before["Description"]  # untouched fields kept
+    assert {e.status for e in edits(engine)} == {"sent"}
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("due_date", "2027-02-30 10:00:00", "not a real date"),
+    ("due_date", "next week", "YYYY-MM-DD HH:MM:SS"),
+    ("reminder_minutes", -10, "between 0 and"),
+    ("notify_by", "1234", "1100"),
+    ("owner_id", "not-a-guid", "not a GUID"),
+    ("owner_email", "nobody-at-example", "not an email address"),
+])
+def test_validation_failures_never_reach_the_api(setup: Setup, column: str, value: Any,
+                                                 message: str) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    insert(engine, f"INSERT INTO lsq_task_edits (task_id, {column}) VALUES (:t, :v)",
+           t=task_id, v=value)
+    result = app.push(cfg)
+    assert result.status == "partial" and result.counts.edits_failed == 1
+    assert update_calls(sim) == 0
+    (edit,) = edits(engine)
+    assert edit.status == "failed" and message in edit.last_error
+
+
+def test_unknown_and_deleted_tasks_fail_without_a_call(setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    with engine.begin() as conn:
+        conn.execute(tasks.update().where(tasks.c.task_id == task_id)
+                     .values(deleted_at=tasks.c.last_synced_at))
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'x')", t=task_id)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES ('no-such', 'x')")
+    result = app.push(cfg)
+    assert result.counts.edits_failed == 2 and update_calls(sim) == 0
+    reasons = [e.last_error for e in edits(engine)]
+    assert "was deleted in LeadSquared" in reasons[0] and "not in lsq_tasks" in reasons[1]
+
+
+def test_a_rejected_edit_is_failed_with_the_apis_message(setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, owner_email) "
+                   "VALUES (:t, 'stranger@example.org')", t=task_id)
+    result = app.push(cfg)
+    assert result.counts.edits_failed == 1 and update_calls(sim) == 1
+    (edit,) = edits(engine)
+    assert edit.status == "failed" and edit.attempts == 1
+    assert edit.last_error.startswith("MXInvalidUserException: ")
+    assert "No user with that email address" in edit.last_error
+
+
+def test_transient_failure_stays_pending_then_max_attempts_fails_it(
+        setup: Setup, make_config: Callable[..., Config], db_url: str) -> None:
+    _, engine, sim = setup
+    cfg = make_config(sim, db_url, max_attempts=2)
+    cfg = Config(lsq=cfg.lsq, database=cfg.database, leads=cfg.leads,
+                 push=type(cfg.push)(max_edit_attempts=2))
+    task_a, task_b = some_tasks(sim, 2)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'A')", t=task_a)
+    sim.cfg.faults.bare_500 = 1.0
+    result = app.push(cfg)
+    assert result.status == "succeeded" and result.counts.edits_failed == 0
+    (edit,) = edits(engine)
+    assert edit.status == "pending" and edit.attempts == 1 and "HTTP 500" in edit.last_error
+    sim.cfg.faults.bare_500 = 0.0
+    result = app.push(cfg)  # a later run sends it
+    assert result.counts.edits_sent == 1 and edits(engine)[0].status == "sent"
+
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'B')", t=task_b)
+    sim.cfg.faults.bare_500 = 1.0
+    app.push(cfg)
+    result = app.push(cfg)
+    assert result.counts.edits_failed == 1 and result.status == "partial"
+    last = edits(engine)[-1]
+    assert last.status == "failed" and last.attempts == 2
+
+
+def test_401_leaves_every_edit_pending(setup: Setup, make_config: Callable[..., Config],
+                                       db_url: str) -> None:
+    _, engine, sim = setup
+    for task_id in some_tasks(sim, 3):
+        insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'x')", t=task_id)
+    with pytest.raises(AuthError):
+        app.push(make_config(sim, db_url, secret_key="wrong"))
+    assert [(e.status, e.attempts) for e in edits(engine)] == [("pending", 0)] * 3
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM lsq_edit_claims")).scalar_one() == 0
+
+
+def test_dry_run_prints_bodies_and_changes_nothing(setup: Setup, tmp_path: Path,
+                                                   db_url: str) -> None:
+    cfg, engine, sim = setup
+    task_a, task_b = some_tasks(sim, 2)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Dry')", t=task_a)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, due_date) VALUES (:t, 'bad')", t=task_b)
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{db_url}"\n[log]\nformat = "json"\n')
+    result = CliRunner().invoke(cli, ["--config", str(path), "push", "--dry-run"],
+                                env={"LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""})
+    assert result.exit_code == 0, result.output
+    assert f'task {task_a} (edits 1): POST /v2/Task.svc/Update {{"Description"' in result.output
+    assert '"Name": "Dry"' in result.output and f"edit 2 of task {task_b} would fail" in \
+        result.output
+    assert sim.cfg.access_key not in result.output
+    assert update_calls(sim) == 0
+    assert [e.status for e in edits(engine)] == ["pending", "pending"]
+
+
+def test_sync_pushes_then_pulls_in_one_run(setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Synced')", t=task_id)
+    result = app.sync(cfg, PullOptions())
+    assert result.counts.edits_sent == 1 and result.counts.leads_ok == 40
+    assert result.counts.tasks_upserted == 1  # the pull confirmed the pushed change
+    with engine.connect() as conn:
+        run = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc())).first()
+        name = conn.execute(select(tasks.c.name).where(tasks.c.task_id == task_id)).scalar()
+    assert run is not None and run.command == "sync" and run.edits_sent == 1
+    assert name == "Synced"
+
+
+def test_edit_command_queues_and_validates(setup: Setup, tmp_path: Path, db_url: str) -> None:
+    _, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{db_url}"\n[log]\nformat = "json"\n')
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, ["--config", str(path), "edit", *args])
+
+    ok = run(task_id, "--name", "Via CLI", "--due", "2027-01-01 10:00:00", "--notify",
+             "--reminder", "30")
+    assert ok.exit_code == 0 and "queued edit 1" in ok.output
+    (edit,) = edits(engine)
+    assert (edit.name, edit.due_date, edit.notify_by, edit.reminder_minutes, edit.status) == (
+        "Via CLI", "2027-01-01 10:00:00", "1100", 30, "pending")
+    bad = run(task_id, "--due", "2027-02-30 10:00:00")
+    assert bad.exit_code == 2 and "not a real date; nothing was queued" in bad.output
+    both = run(task_id, "--owner-id", OWNERS[0][0], "--owner-email", OWNERS[0][2])
+    assert both.exit_code == 2 and "both set" in both.output
+    unknown = run("no-such-task", "--name", "x")
+    assert unknown.exit_code == 2 and "not in lsq_tasks" in unknown.output
+    nothing = run(task_id)
+    assert nothing.exit_code == 2 and "changes nothing" in nothing.output
+    assert len(edits(engine)) == 1
+
+
+@pytest.mark.slow
+def test_two_push_processes_send_each_edit_exactly_once(
+        db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config], tmp_path: Path) -> None:
+    if db_url.startswith("mysql"):
+        pytest.skip("covered on SQLite and PostgreSQL, as the issue asks")
+    sim = make_sim(leads=60, faults=Faults(latency_ms=(20, 60)))
+    fill_leads_table(db_url, sim.state.lead_ids())
+    app.pull(make_config(sim, db_url), PullOptions())
+    targets = some_tasks(sim, 60)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, :n)"),
+                     [{"t": t, "n": f"Concurrent {i}"} for i, t in enumerate(targets)])
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[lsq]\nbase_url = "{sim.url}"\naccess_key = "{sim.cfg.access_key}"\n'
+        f'secret_key = "{sim.cfg.secret_key}"\nrate_limit_calls = 1000\n'
+        f'rate_limit_period_s = 1\nconcurrency = 3\n[database]\nurl = "{db_url}"\n'
+        f'[log]\nformat = "json"\n')
+    procs = [subprocess.Popen([sys.executable, "-m", "lsq_sync", "--config", str(path), "push"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""})
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert all(sim.state.update_calls.get(t) == 1 for t in targets), sim.state.update_calls
+    assert len(sim.state.update_calls) == 60
+    assert {e.status for e in edits(engine)} == {"sent"}
+    with engine.connect() as conn:
+        sent = conn.execute(text("SELECT SUM(edits_sent) FROM lsq_sync_runs "
+                                 "WHERE command = 'push'")).scalar_one()
+    assert sent == 60
+    assert all('"edits_sent"' in out or "edits_sent" in out for out in outputs)
