@@ -185,7 +185,7 @@ def test_401_leaves_every_edit_pending(setup: Setup, make_config: Callable[..., 
 
 def test_dry_run_prints_bodies_and_changes_nothing(setup: Setup, tmp_path: Path,
                                                    db_url: str) -> None:
-    cfg, engine, sim = setup
+    _cfg, engine, sim = setup
     task_a, task_b = some_tasks(sim, 2)
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Dry')", t=task_a)
     insert(engine, "INSERT INTO lsq_task_edits (task_id, due_date) VALUES (:t, 'bad')", t=task_b)
