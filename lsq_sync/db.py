@@ -58,6 +58,11 @@ def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
+    if parsed.drivername == "postgresql+psycopg":
+        # psycopg prepares a statement after 5 runs, and PostgreSQL may then keep a
+        # generic plan made while lsq_tasks was empty: a sequential scan for every batch
+        # of a backfill, slower with each row. Custom plans keep the saved parse.
+        kwargs["connect_args"] = {"options": "-c plan_cache_mode=force_custom_plan"}
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
@@ -68,6 +73,10 @@ def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
         raise ConfigError(f"{key}: {exc}") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    if parsed.drivername == "postgresql+psycopg":
+        # psycopg's own executemany sends one INSERT per row; SQLAlchemy's "insertmanyvalues"
+        # folds a batch into multi-row VALUES statements, several times faster.
+        engine.dialect.use_insertmanyvalues_wo_returning = True
     return engine
 
 

@@ -49,6 +49,7 @@ tasks = Table(
     Index(None, "owner_id", "status"),
     Index(None, "status"),
     Index(None, "due_date"),
+    Index(None, "deleted_at", "due_date"),  # open and overdue tasks
 )
 
 task_edits = Table(

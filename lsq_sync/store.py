@@ -105,10 +105,12 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
             fresh[task["task_id"]] = task  # a task listed twice: the later lead wins
 
     changed: list[dict[str, Any]] = []
+    unchanged: list[str] = []
     for task_id, task in fresh.items():
         old = existing.get(task_id)
         if old is not None and old.lead_id == task["lead_id"] and old.deleted_at is None \
                 and old.raw == task["raw"]:
+            unchanged.append(task_id)
             continue
         if old is not None and old.deleted_at is not None:
             result.restored += 1
@@ -123,9 +125,9 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
                      .values(deleted_at=now))
     result.deleted = len(gone)
 
-    for part in chunks(lead_ids):
-        conn.execute(update(tasks).where(tasks.c.lead_id.in_(part), tasks.c.deleted_at.is_(None))
-                     .values(last_synced_at=now))
+    # Upserted rows already carry `now`; only the unchanged ones need it.
+    for part in chunks(unchanged):
+        conn.execute(update(tasks).where(tasks.c.task_id.in_(part)).values(last_synced_at=now))
 
     mark_leads(conn, run_id, [o.seq for o in outcomes if o.ok], "ok")
     mark_leads(conn, run_id, [o.seq for o in outcomes if not o.ok], "failed")

@@ -249,3 +249,24 @@ def test_query_auth_mode_works_end_to_end(setup: tuple[Config, Engine, Simulator
     result = pull(make_config(sim, db_url, auth="query"))
     assert result.counts.leads_ok == 40
     assert sim.seen_access_keys == {sim.cfg.access_key}  # the `$` arrived intact
+
+
+def test_leads_from_another_database(empty_db_url: str, sqlite_url: str, sim: Simulator,
+                                     make_config: Callable[..., Config], tmp_path: Any) -> None:
+    """Lead ids in one database (any dialect), tasks in a SQLite file elsewhere."""
+    from lsq_sync import db, schema
+    leads_url = empty_db_url
+    if leads_url == sqlite_url:
+        leads_url = f"sqlite:///{tmp_path / 'crm.db'}"
+    fill_leads_table(leads_url, sim.state.lead_ids())
+    tasks_engine = db.make_engine(sqlite_url)
+    schema.upgrade(tasks_engine)
+    base = make_config(sim, sqlite_url)
+    cfg = Config(lsq=base.lsq, database=base.database,
+                 leads=type(base.leads)(url=leads_url, query="SELECT lead_id FROM leads"))
+    result = pull(cfg)
+    assert result.counts.leads_ok == 40
+    assert_matches(tasks_engine, sim)
+    with tasks_engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM sqlite_master WHERE name = 'leads'")
+                            ).scalar_one() == 0  # the ids were only read from the other one
