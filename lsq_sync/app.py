@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,20 +12,22 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, edits, runs, schema
+from lsq_sync import db, edits, lock, runs, schema
+from lsq_sync import leads as leads_mod
 from lsq_sync.client import LsqClient
 from lsq_sync.config import Config
-from lsq_sync.errors import ConfigError, LsqSyncError
+from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
 from lsq_sync.logs import get_logger
-from lsq_sync.models import task_edits, tasks
+from lsq_sync.models import locks, sync_runs, task_edits, tasks
 from lsq_sync.progress import Progress
 from lsq_sync.pull import Puller, PullOptions
 from lsq_sync.push import Pusher
-from lsq_sync.ratelimit import RateLimiter
+from lsq_sync.ratelimit import DEFAULT_MARGIN_S, RateLimiter
 from lsq_sync.runs import RunCounts
+from lsq_sync.shared import SharedSlots, bucket_for
 from lsq_sync.types import utcnow
 
 
@@ -46,8 +50,8 @@ class RunResult:
     run_id: int
     status: str
     counts: RunCounts
-    error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None      # why it ended before doing everything (cap, signal)
+    by_signal: bool = False
 
 
 @dataclass
@@ -56,15 +60,23 @@ class Context:
 
     tty: bool = False
     transport: httpx.BaseTransport | None = None
+    stop: threading.Event = field(default_factory=threading.Event)  # set by SIGINT/SIGTERM
 
 
-def make_client(cfg: Config, ctx: Context, log: Any) -> LsqClient:
-    limiter = RateLimiter(cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s)
+def make_client(cfg: Config, ctx: Context, log: Any, engine: Engine | None = None,
+                max_calls: int | None = None) -> LsqClient:
+    shared = None
+    if engine is not None and cfg.lsq.shared_budget:
+        shared = SharedSlots(engine, bucket_for(cfg.lsq.access_key.reveal()),
+                             cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s,
+                             DEFAULT_MARGIN_S)
+    limiter = RateLimiter(cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s, shared=shared)
 
     def on_event(event: str, **fields: Any) -> None:
         (log.warning if event == "throttled" else log.info)(event, **fields)
 
-    return LsqClient(cfg.lsq, limiter, transport=ctx.transport, on_event=on_event)
+    return LsqClient(cfg.lsq, limiter, transport=ctx.transport, on_event=on_event,
+                     max_calls=max_calls)
 
 
 @dataclass
@@ -74,32 +86,55 @@ class Run:
     id: int
     counts: RunCounts
     error: str | None = None
+    stopped: str | None = None
+    status: str = "failed"
+
+
+LOCKS = {"pull": ["pull"], "push": ["push"], "sync": ["push", "pull"]}
 
 
 @contextmanager
 def recorded_run(engine: Engine, command: str, counts: RunCounts, log: Any) -> Iterator[Run]:
-    """Start a row in lsq_sync_runs, bind its id to every log line, close it at the end."""
+    """Start a row in lsq_sync_runs, take the command's locks, keep a heartbeat, bind the
+    run id to every log line, and close the row whatever happens."""
+    for dead in lock.reap(engine):
+        log.warning("abandoned_run_found", dead_run=dead)
+    runs.prune(engine)
     run = Run(runs.start(engine, command), counts)
+    try:
+        for name in LOCKS[command]:
+            lock.acquire(engine, name, run.id)
+    except LockedError:
+        with engine.begin() as conn:  # it never ran: leave no row behind
+            conn.execute(delete(sync_runs).where(sync_runs.c.id == run.id))
+            conn.execute(delete(locks).where(locks.c.run_id == run.id))
+        raise
+    heartbeat = lock.Heartbeat(engine, run.id, log).start()
     structlog.contextvars.bind_contextvars(run_id=run.id)
     started = time.monotonic()
-    log.info("run_started", command=command)
-    status = "failed"
+    log.info("run_started", command=command, pid=os.getpid(), host=lock.HOST)
+    keep = False
     try:
         yield run
-        status = runs.status_for(counts, aborted=False)
+        run.status = runs.status_for(counts, aborted=False, stopped=run.stopped is not None)
+        run.error = run.stopped
+        keep = run.stopped is not None
     except LsqSyncError as exc:
         run.error = str(exc)
         raise
     except KeyboardInterrupt:
-        run.error = "interrupted"
+        run.error = "interrupted; the next pull continues with the leads left"
+        keep = True
         raise
     finally:
+        heartbeat.stop()
         elapsed = time.monotonic() - started
         try:
-            runs.finish(engine, run.id, status, counts, run.error)
+            runs.finish(engine, run.id, run.status, counts, run.error, keep_leads=keep)
+            lock.release(engine, run.id)
         except Exception as exc:  # the database went away: say so, keep the real error
             log.error("run_not_recorded", error=db.describe(exc))
-        log.info("run_finished", command=command, status=status,
+        log.info("run_finished", command=command, status=run.status,
                  duration_s=round(elapsed, 3),
                  calls_per_s=round(counts.api_calls / elapsed, 2) if elapsed else None,
                  error=run.error, **counts.as_dict())
@@ -150,6 +185,19 @@ def queue_edit(cfg: Config, task_id: str, fields: dict[str, Any]) -> int:
         return int(key[0])
 
 
+def call_cap(cfg: Config, engine: Engine, run_id: int) -> int | None:
+    """How many calls this run may make: [lsq].max_calls_per_run and what is left of
+    [lsq].max_calls_per_day (counted over the runs started since UTC midnight)."""
+    caps = []
+    if cfg.lsq.max_calls_per_run:
+        caps.append(cfg.lsq.max_calls_per_run)
+    if cfg.lsq.max_calls_per_day:
+        midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        caps.append(max(0, cfg.lsq.max_calls_per_day - runs.calls_since(engine, midnight,
+                                                                          but=run_id)))
+    return min(caps) if caps else None
+
+
 def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = None
          ) -> RunResult:
     log = get_logger(f"lsq_sync.{command}")
@@ -157,25 +205,98 @@ def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = 
     engine = open_store(cfg)
     source = leads_engine(cfg, engine) if command != "push" else engine
     counts = RunCounts()
-    client = make_client(cfg, ctx, log)
+    with recorded_run(engine, command, counts, log) as run:
+        client = make_client(cfg, ctx, log, engine, call_cap(cfg, engine, run.id))
+        try:
+            if command in ("push", "sync"):
+                pusher = Pusher(engine=engine, client=client, counts=counts, log=log,
+                                notify_by=cfg.push.notify_by,
+                                max_edit_attempts=cfg.push.max_edit_attempts, stop=ctx.stop)
+                pusher.run(run.id)
+                run.stopped = pusher.stopped
+            if command in ("pull", "sync") and run.stopped is None:
+                progress = Progress(command, tty=ctx.tty,
+                                    calls=lambda: client.stats.calls, log=log)
+                puller = Puller(engine=engine, leads_engine=source, query=cfg.leads.query,
+                                client=client, counts=counts, log=log, progress=progress,
+                                options=options or PullOptions(), stop=ctx.stop,
+                                params={"last_success": runs.last_success(engine)})
+                puller.stage(run.id)
+                puller.run(run.id)
+                run.stopped = puller.stopped
+        finally:
+            counts.api_calls = client.stats.calls
+            counts.throttled = client.stats.throttled
+            client.close()
+    return RunResult(run.id, run.status, counts, run.stopped,
+                     by_signal=ctx.stop.is_set())
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    message: str
+
+
+def _api_host(answer: Any) -> str | None:
+    """The account's API host from UserByAccessKey.Get's answer, as a bare host name."""
+    urls = answer.get("LSQCommonServiceURLs") if isinstance(answer, dict) else None
+    value = urls.get("api") if isinstance(urls, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    return (httpx.URL(value).host if "://" in value else value.split("/")[0]) or None
+
+
+def doctor(cfg: Config) -> list[Check]:
+    """Every check `lsq-sync doctor` makes, in order; later ones skip what earlier broke."""
+    checks = [Check("config", True, f"loaded from {cfg.source}")]
+    engine = None
     try:
-        with recorded_run(engine, command, counts, log) as run:
-            try:
-                if command in ("push", "sync"):
-                    Pusher(engine=engine, client=client, counts=counts, log=log,
-                           notify_by=cfg.push.notify_by,
-                           max_edit_attempts=cfg.push.max_edit_attempts).run(run.id)
-                if command in ("pull", "sync"):
-                    progress = Progress(command, tty=ctx.tty,
-                                        calls=lambda: client.stats.calls, log=log)
-                    puller = Puller(engine=engine, leads_engine=source, query=cfg.leads.query,
-                                    client=client, counts=counts, log=log, progress=progress,
-                                    options=options or PullOptions())
-                    puller.stage(run.id)
-                    puller.run(run.id)
-            finally:
-                counts.api_calls = client.stats.calls
-                counts.throttled = client.stats.throttled
-    finally:
-        client.close()
-    return RunResult(run.id, runs.status_for(counts, aborted=False), counts)
+        engine = db.make_engine(cfg.database.url)
+        db.check_connection(engine)
+        checks.append(Check("database", True, f"{db.safe_url(engine.url)} answers"))
+    except LsqSyncError as exc:
+        checks.append(Check("database", False, str(exc)))
+        engine = None
+    current = False
+    if engine is not None:
+        try:
+            schema.require_current(engine)
+            checks.append(Check("schema", True, f"at revision {schema.head()} (current)"))
+            current = True
+        except LsqSyncError as exc:
+            checks.append(Check("schema", False, str(exc)))
+    try:
+        source = db.make_engine(cfg.leads_url, key="[leads].url")
+        params = {"last_success": runs.last_success(engine) if engine and current else None}
+        usable = total = 0
+        for batch in leads_mod.stream_query(source, cfg.leads.query, params):
+            total += len(batch)
+            usable += sum(1 for value in batch if leads_mod.check_lead_id(value)[0])
+        ok = usable > 0
+        checks.append(Check("leads query", ok, f"{total} rows, {usable} usable lead ids"
+                            + ("" if ok else "; a pull would do nothing")))
+    except LsqSyncError as exc:
+        checks.append(Check("leads query", False, str(exc)))
+    try:
+        cfg.lsq.require_credentials()
+        log = get_logger("lsq_sync.doctor")
+        with make_client(cfg, Context(), log) as client:
+            answer = client.user_by_access_key()
+        who = answer.get("EmailAddress") if isinstance(answer, dict) else None
+        zone = answer.get("TimeZone") if isinstance(answer, dict) else None
+        checks.append(Check("credentials", True, f"accepted (user {who or '?'}, account time "
+                                                  f"zone {zone or '?'})"))
+        host = _api_host(answer)
+        configured = httpx.URL(cfg.lsq.base_url).host
+        if host and configured and host.lower() != configured.lower():
+            checks.append(Check("api host", False,
+                                f"[lsq].base_url names {configured}, but the account's API host "
+                                f"is {host}: set base_url = \"https://{host}\""))
+        elif host:
+            checks.append(Check("api host", True, f"{host} is the account's own host"))
+    except LsqSyncError as exc:
+        checks.append(Check("credentials", False, str(exc)))
+    return checks

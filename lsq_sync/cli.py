@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -65,12 +67,34 @@ class Group(click.Group):
             fail("interrupted; what was finished is saved, the next run continues", EXIT_PARTIAL)
 
 
+def graceful(ctx: app.Context) -> app.Context:
+    """SIGINT or SIGTERM: stop taking work and finish cleanly; a second one stops at once."""
+    def handler(signum: int, _frame: Any) -> None:
+        if ctx.stop.is_set():
+            raise KeyboardInterrupt
+        ctx.stop.set()
+        logs.get_logger("lsq_sync").warning("stop_requested", signal=signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return ctx
+
+
+def run_exit(result: app.RunResult) -> NoReturn:
+    """0 all done (or a planned stop at the call cap); 1 failures or a stop by signal."""
+    sys.exit(EXIT_PARTIAL if result.counts.failures or result.by_signal else EXIT_OK)
+
+
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"lsq-sync: {message}", err=True)
     sys.exit(code)
 
 
 pass_settings = click.make_pass_decorator(Settings)
+
+
+class RunsGroup(Group):
+    """`runs` lists by itself and has subcommands; an unknown word is a usage error."""
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -149,8 +173,11 @@ def db_current(settings: Settings) -> None:
               help="Pull only this lead (repeatable) instead of the leads from [leads].query.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Pull at most N leads (the first N the query returns).")
+@click.option("--restart", is_flag=True,
+              help="Start from the top: ignore what an interrupted pull left to do.")
 @pass_settings
-def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None) -> None:
+def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
+         restart: bool) -> None:
     """Fetch the tasks of every lead and upsert them into lsq_tasks.
 
     The lead ids come from [leads].query (first column) on [leads].url, or from
@@ -158,12 +185,18 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None) -> No
     come back have it cleared. Requests run concurrently, never faster than
     [lsq].rate_limit_calls per [lsq].rate_limit_period_s. A lead that fails
     changes nothing and makes the exit status 1.
+
+    \b
+    A pull that was killed, stopped or capped is continued by the next one,
+    which first does the leads it left, then the rest (--restart ignores it).
+    The query may use :last_success, the start time of the last successful
+    pull (NULL before the first), to select only the leads changed since.
+    SIGINT/SIGTERM stop it cleanly within seconds (exit 1).
     """
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
-    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit)
-    result = app.pull(cfg, options, app.Context(tty=tty))
-    sys.exit(EXIT_PARTIAL if result.counts.failures else EXIT_OK)
+    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
+    run_exit(app.pull(cfg, options, graceful(app.Context(tty=tty))))
 
 
 # -- push, sync, edit ----------------------------------------------------------------------
@@ -188,8 +221,7 @@ def push(settings: Settings, dry_run: bool) -> None:
         shown = app.preview_push(cfg, click.echo)
         click.echo(f"dry run: {shown} task update(s) would be sent; nothing was sent or changed")
         return
-    result = app.push(cfg, app.Context(tty=tty))
-    sys.exit(EXIT_PARTIAL if result.counts.failures else EXIT_OK)
+    run_exit(app.push(cfg, graceful(app.Context(tty=tty))))
 
 
 @cli.command()
@@ -197,8 +229,11 @@ def push(settings: Settings, dry_run: bool) -> None:
               help="Pull only this lead (repeatable) instead of the leads from [leads].query.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Pull at most N leads.")
+@click.option("--restart", is_flag=True,
+              help="Start the pull from the top: ignore what an interrupted pull left.")
 @pass_settings
-def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None) -> None:
+def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
+         restart: bool) -> None:
     """Push pending edits, then pull every lead's tasks, in one run.
 
     Push goes first so that local edits reach LeadSquared before the pull
@@ -207,9 +242,8 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None) -> No
     """
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
-    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit)
-    result = app.sync(cfg, options, app.Context(tty=tty))
-    sys.exit(EXIT_PARTIAL if result.counts.failures else EXIT_OK)
+    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
+    run_exit(app.sync(cfg, options, graceful(app.Context(tty=tty))))
 
 
 @cli.command()
@@ -248,16 +282,31 @@ RUN_COLUMNS = [("id", 5), ("command", 7), ("status", 9), ("started (UTC)", 19), 
                ("calls", 6), ("thr", 4)]
 
 
-@cli.command("runs")
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+@cli.group("runs", cls=RunsGroup, invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="How many runs to show, newest first.")
-@pass_settings
-def runs_cmd(settings: Settings, limit: int) -> None:
-    """List recent runs with their counts and status, newest first."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run, per line.")
+@click.pass_context
+def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List recent runs with their counts and status, newest first.
+
+    `lsq-sync runs show ID` prints one run in full, with its failed leads.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
     cfg = settings.config()
     settings.setup_logging(cfg)
     engine = app.open_store(cfg)
     rows = runs.recent(engine, limit)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(_jsonable(r)))
+        return
     if not rows:
         click.echo("no runs yet")
         return
@@ -276,6 +325,49 @@ def runs_cmd(settings: Settings, limit: int) -> None:
         line = "  ".join(c.ljust(w) for c, (_, w) in zip(cells, RUN_COLUMNS, strict=True))
         error = (r["error"] or "").replace("\n", " ")
         click.echo(f"{line}  {error[:80]}".rstrip())
+
+
+@runs_cmd.command("show")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
+@pass_settings
+def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
+    """Print one run: every count, its error, and the leads that failed and why."""
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    engine = app.open_store(cfg)
+    row = runs.get(engine, run_id)
+    if row is None:
+        raise ConfigError(f"there is no run {run_id}; `lsq-sync runs` lists them")
+    failed = runs.failed_leads(engine, run_id)
+    if as_json:
+        click.echo(json.dumps({**_jsonable(row), "failed_leads": failed}))
+        return
+    for key, value in row.items():
+        shown = value.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(value, "strftime") else value
+        click.echo(f"{key:15s} {'' if shown is None else shown}")
+    if failed:
+        click.echo(f"failed leads ({len(failed)}):")
+        for lead in failed:
+            click.echo(f"  {lead['lead_id']}  {lead['error']}")
+
+
+@cli.command()
+@pass_settings
+def doctor(settings: Settings) -> None:
+    """Check the setup, one line per check: config, database, schema, leads query, keys.
+
+    The credentials are checked through Authentication.svc/UserByAccessKey.Get,
+    which also names the account's own API host. Exit status 0 only when every
+    check passes, else 3.
+    """
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    checks = app.doctor(cfg)
+    for check in checks:
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:12s} {check.message}")
+    if not all(c.ok for c in checks):
+        sys.exit(EXIT_ABORTED)
 
 
 # -- simulate and demo ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from lsq_sync.errors import (
     ThrottledError,
     TransientError,
 )
-from lsq_sync.ratelimit import RateLimiter
+from lsq_sync.ratelimit import RateLimiter, Stopped
 from lsq_sync.tasks import parse_task_list
 
 RETRIEVE_TASKS = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
@@ -30,6 +30,10 @@ USER_BY_ACCESS_KEY = "/v2/Authentication.svc/UserByAccessKey.Get"
 
 _LIMIT_RE = re.compile(r"limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s*second", re.IGNORECASE)
 MAX_BACKOFF_S = 60.0
+
+
+class CapReached(Stopped):
+    """The run's call cap ([lsq].max_calls_per_run or _per_day) is used up."""
 
 
 def secret_forms(secrets: Iterable[str]) -> list[str]:
@@ -113,6 +117,14 @@ class Stats:
         self.throttled = 0
         self.retries = 0
 
+    def take_call(self, cap: int | None) -> bool:
+        """Count one more call, unless `cap` calls were made already."""
+        with self._lock:
+            if cap is not None and self.calls >= cap:
+                return False
+            self.calls += 1
+            return True
+
     def add(self, *, calls: int = 0, throttled: int = 0, retries: int = 0) -> None:
         with self._lock:
             self.calls += calls
@@ -125,9 +137,12 @@ class LsqClient:
 
     def __init__(self, cfg: LsqConfig, limiter: RateLimiter, *,
                  transport: httpx.BaseTransport | None = None,
-                 on_event: Callable[..., None] | None = None) -> None:
+                 on_event: Callable[..., None] | None = None,
+                 max_calls: int | None = None) -> None:
         cfg.require_credentials()
         self.cfg = cfg
+        self.max_calls = max_calls
+        self.cap_reached = threading.Event()
         self.limiter = limiter
         self.stats = Stats()
         self._forms = secret_forms([cfg.access_key.reveal(), cfg.secret_key.reveal()])
@@ -205,8 +220,10 @@ class LsqClient:
                         else f"{self.cfg.base_url}{path}")
         http = self._http  # created before the slot is taken: building one is slow
         while True:
+            if not self.stats.take_call(self.max_calls):
+                self.cap_reached.set()
+                raise CapReached
             slot = self.limiter.acquire()
-            self.stats.add(calls=1)
             try:
                 response = http.request(method, url, json=json_body,
                                         extensions={"trace": self._tracer(slot)})

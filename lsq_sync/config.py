@@ -61,6 +61,9 @@ class LsqConfig:
     concurrency: int = 8
     retry_backoff_s: float = 1.0
     max_throttle_waits: int = 30
+    shared_budget: bool = True
+    max_calls_per_run: int = 0
+    max_calls_per_day: int = 0
 
     def require_credentials(self) -> None:
         for name, env in (("access_key", ENV_ACCESS_KEY), ("secret_key", ENV_SECRET_KEY)):
@@ -125,6 +128,12 @@ def _string(key: str, value: Any) -> str:
 
 def _secret(key: str, value: Any) -> Secret:
     return Secret(_string(key, value).strip())
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {_kind(value)}")
+    return value
 
 
 def _choice(*options: str) -> Check:
@@ -210,6 +219,9 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "concurrency": _int(1, 64),
         "retry_backoff_s": _number(0, inclusive=True),
         "max_throttle_waits": _int(1),
+        "shared_budget": _bool,
+        "max_calls_per_run": _int(0),
+        "max_calls_per_day": _int(0),
     }),
     "database": (DatabaseConfig, {"url": _db_url}),
     "leads": (LeadsConfig, {"url": _leads_url, "query": _query}),

@@ -5,16 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, delete, func, insert, literal, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import TextClause
 
 from lsq_sync.db import describe
 from lsq_sync.errors import ConfigError, StoreError
-from lsq_sync.models import run_leads
+from lsq_sync.models import run_leads, sync_runs
 from lsq_sync.store import insert_ignore_statement
+from lsq_sync.types import UTCDateTime
 
 GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 FETCH_BATCH = 5000
@@ -40,8 +43,15 @@ def check_lead_id(value: Any) -> tuple[str | None, str | None]:
     return candidate, None
 
 
-def _bind_params(query: str, available: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in available.items() if re.search(rf"(?<!:):{k}\b", query)}
+def _statement(query: str, available: dict[str, Any]) -> tuple[TextClause, dict[str, Any]]:
+    """The query with the parameters it names bound (datetimes as UTC timestamps)."""
+    used = {k: v for k, v in available.items() if re.search(rf"(?<!:):{k}\b", query)}
+    stmt = text(query)
+    typed = [bindparam(k, type_=UTCDateTime()) for k, v in used.items()
+             if isinstance(v, datetime) or (v is None and k == "last_success")]
+    if typed:
+        stmt = stmt.bindparams(*typed)
+    return stmt, used
 
 
 def stream_query(engine: Engine, query: str, params: dict[str, Any] | None = None,
@@ -49,8 +59,9 @@ def stream_query(engine: Engine, query: str, params: dict[str, Any] | None = Non
     """The first column of every row, in batches, without holding all rows in memory."""
     try:
         with engine.connect() as conn:
+            stmt, bound = _statement(query, params or {})
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(
-                text(query), _bind_params(query, params or {}))
+                stmt, bound)
             if not result.returns_rows or not result.keys():
                 raise ConfigError("[leads].query returned no columns; its first column must be "
                                   "the lead id")
@@ -71,10 +82,11 @@ class Staged:
 
 
 def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
-          limit: int | None = None, on_skip: Any = None) -> Staged:
-    """Copy valid, unique lead ids into lsq_run_leads for `run_id`, in query order."""
+          limit: int | None = None, on_skip: Any = None, start: int = 0) -> Staged:
+    """Copy valid, unique lead ids into lsq_run_leads for `run_id`, in query order,
+    numbered after `start` (the leads carried over from an unfinished run)."""
     staged = Staged()
-    seq = 0
+    seq = start
     try:
         for raw_batch in batches:
             rows = []
@@ -101,6 +113,53 @@ def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
         raise StoreError(f"cannot stage lead ids: {describe(exc)}") from None
     staged.duplicates = seq - staged.total
     return staged
+
+
+def unfinished_run(engine: Engine, current: int) -> int | None:
+    """The newest finished pull or sync that left leads to do (killed, stopped, capped)."""
+    with engine.connect() as conn:
+        value = conn.execute(
+            select(func.max(run_leads.c.run_id)).where(
+                run_leads.c.state == "todo", run_leads.c.run_id != current,
+                run_leads.c.run_id.in_(select(sync_runs.c.id).where(
+                    sync_runs.c.status != "running",
+                    sync_runs.c.command.in_(("pull", "sync")))))).scalar()
+    return None if value is None else int(value)
+
+
+def carry_over(engine: Engine, previous: int, current: int) -> int:
+    """Give `current` the leads `previous` did not do, first; returns the last seq used."""
+    with engine.begin() as conn:
+        conn.execute(insert(run_leads).from_select(
+            ["run_id", "seq", "lead_id", "state"],
+            select(literal(current), run_leads.c.seq, run_leads.c.lead_id, literal("todo"))
+            .where(run_leads.c.run_id == previous, run_leads.c.state == "todo")))
+        last = conn.execute(select(func.max(run_leads.c.seq))
+                            .where(run_leads.c.run_id == current)).scalar()
+    return int(last or 0)
+
+
+def drop_done(engine: Engine, previous: int, current: int, after: int) -> int:
+    """Remove from `current` the leads `previous` already did; forget `previous`'s list."""
+    with engine.begin() as conn:
+        # Wrapped once more: MySQL refuses a subquery on the table a DELETE changes.
+        done = select(run_leads.c.lead_id).where(run_leads.c.run_id == previous,
+                                                 run_leads.c.state != "todo").subquery()
+        removed = conn.execute(delete(run_leads).where(
+            run_leads.c.run_id == current, run_leads.c.seq > after,
+            run_leads.c.lead_id.in_(select(done.c.lead_id)))).rowcount
+        conn.execute(delete(run_leads).where(run_leads.c.run_id == previous,
+                                             run_leads.c.state != "failed"))
+    return int(removed or 0)
+
+
+def forget_unfinished(engine: Engine, current: int) -> int:
+    """pull --restart: drop what unfinished runs left to do."""
+    with engine.begin() as conn:
+        finished = select(sync_runs.c.id).where(sync_runs.c.status != "running")
+        return int(conn.execute(delete(run_leads).where(
+            run_leads.c.run_id != current, run_leads.c.state != "failed",
+            run_leads.c.run_id.in_(finished))).rowcount or 0)
 
 
 def pending(engine: Engine, run_id: int, page: int = 1000) -> Iterator[tuple[int, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Column,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -106,6 +107,7 @@ run_leads = Table(
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("lead_id", String(ID_LEN), nullable=False),
     Column("state", String(8), nullable=False, server_default=text("'todo'")),
+    Column("error", Text),
     UniqueConstraint("run_id", "lead_id"),
 )
 
@@ -116,4 +118,31 @@ edit_claims = Table(
     Column("task_id", String(ID_LEN), primary_key=True),
     Column("run_id", Integer, nullable=False),
     Column("claimed_until", UTCDateTime(), nullable=False),
+)
+
+# One row per kind of run under way (pull, push): a lease renewed by the holder's
+# heartbeat, so that a killed holder never blocks the next run for long.
+locks = Table(
+    "lsq_locks", metadata,
+    Column("name", String(16), primary_key=True),
+    Column("run_id", Integer, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("acquired_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# The send slots every process using one API key has taken, so that together they stay
+# within the account's limit. `sent_at` is wall-clock epoch seconds (shared by processes).
+rate_buckets = Table(
+    "lsq_rate_buckets", metadata,
+    Column("bucket", String(64), primary_key=True),
+    Column("touched", Double, nullable=False),
+)
+rate_slots = Table(
+    "lsq_rate_slots", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("bucket", String(64), nullable=False),
+    Column("sent_at", Double, nullable=False),
+    Index(None, "bucket", "sent_at"),
 )

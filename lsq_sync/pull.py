@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -28,8 +29,10 @@ MAX_SKIP_WARNINGS = 20
 class PullOptions:
     lead_ids: list[str] | None = None   # instead of [leads].query
     limit: int | None = None
+    restart: bool = False               # ignore what an unfinished pull left to do
     batch_size: int = 200               # leads per transaction
     flush_s: float = 2.0                # ... or this often, whichever comes first
+    grace_s: float = 5.0                # on a stop, how long requests in flight may take
 
 
 class Puller:
@@ -37,7 +40,9 @@ class Puller:
 
     def __init__(self, *, engine: Engine, leads_engine: Engine, query: str,
                  client: LsqClient, counts: RunCounts, log: Any,
-                 progress: Progress, options: PullOptions | None = None) -> None:
+                 progress: Progress, options: PullOptions | None = None,
+                 stop: threading.Event | None = None,
+                 params: dict[str, Any] | None = None) -> None:
         self.engine = engine
         self.leads_engine = leads_engine
         self.query = query
@@ -46,6 +51,9 @@ class Puller:
         self.log = log
         self.progress = progress
         self.options = options or PullOptions()
+        self.stop = stop or threading.Event()
+        self.params = params or {}
+        self.stopped: str | None = None     # why the run ended before its last lead
         self._skip_warnings = 0
 
     # -- staging -------------------------------------------------------------------------
@@ -62,15 +70,32 @@ class Puller:
     def _sources(self) -> Iterable[list[Any]]:
         if self.options.lead_ids is not None:
             return [list(self.options.lead_ids)]
-        return leads.stream_query(self.leads_engine, self.query)
+        return leads.stream_query(self.leads_engine, self.query, self.params)
 
     def stage(self, run_id: int) -> leads.Staged:
+        """List this run's leads: first what an unfinished pull left, then the query's rest."""
+        previous = None
+        start = 0
+        if self.options.lead_ids is None:
+            if self.options.restart:
+                dropped = leads.forget_unfinished(self.engine, run_id)
+                if dropped:
+                    self.log.info("resume_skipped", leads_dropped=dropped, reason="--restart")
+            else:
+                previous = leads.unfinished_run(self.engine, run_id)
+            if previous is not None:
+                start = leads.carry_over(self.engine, previous, run_id)
+                self.log.info("resuming", from_run=previous, leads_left=start)
         staged = leads.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
-                             on_skip=self._on_skip)
+                             on_skip=self._on_skip, start=start)
+        already = 0
+        if previous is not None:
+            already = leads.drop_done(self.engine, previous, run_id, after=start)
+            staged.total -= already
         self.counts.leads_total = staged.total
         self.counts.leads_skipped = staged.skipped + staged.duplicates
         self.log.info("leads_staged", leads=staged.total, skipped_invalid=staged.skipped,
-                      skipped_duplicates=staged.duplicates)
+                      skipped_duplicates=staged.duplicates, done_by_previous_run=already)
         return staged
 
     # -- fetching ------------------------------------------------------------------------
@@ -98,9 +123,18 @@ class Puller:
         last_flush = time.monotonic()
         abort: BaseException | None = None
         exhausted = False
+        stopping_since: float | None = None
         try:
             while True:
-                while not exhausted and abort is None and workers.has_room():
+                if stopping_since is None and (self.stop.is_set()
+                                               or self.client.cap_reached.is_set()):
+                    stopping_since = time.monotonic()
+                    self.stopped = self._why_stopped()
+                    self.log.warning("stopping", reason=self.stopped,
+                                     in_flight=workers.in_flight)
+                    workers.drop_queued()
+                while (stopping_since is None and not exhausted and abort is None
+                       and workers.has_room()):
                     nxt = next(todo, None)
                     if nxt is None:
                         exhausted = True
@@ -108,6 +142,10 @@ class Puller:
                     workers.submit(nxt)
                 if workers.in_flight == 0:
                     break
+                if stopping_since is not None and \
+                        time.monotonic() - stopping_since > opts.grace_s:
+                    self.log.warning("abandoned_in_flight", requests=workers.in_flight)
+                    break  # those leads stay to do; the next pull takes them first
                 for item in workers.results(timeout=0.5):
                     if isinstance(item, LeadOutcome):
                         buffer.append(item)
@@ -132,6 +170,12 @@ class Puller:
         if abort is not None:
             raise abort
         return self.counts
+
+    def _why_stopped(self) -> str:
+        if self.client.cap_reached.is_set():
+            return (f"stopped after {self.client.max_calls} API calls (the run's call cap); "
+                    f"the next pull continues with the rest")
+        return "stopped by a signal; the next pull continues with the rest"
 
     def _flush(self, run_id: int, outcomes: list[LeadOutcome]) -> None:
         """Write a batch in one transaction; if it fails, isolate the lead that broke it."""

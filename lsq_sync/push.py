@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,13 +61,16 @@ class Pusher:
     """One push run. Workers only call the API; this thread does every database write."""
 
     def __init__(self, *, engine: Engine, client: LsqClient | None, counts: RunCounts,
-                 log: Any, notify_by: str, max_edit_attempts: int) -> None:
+                 log: Any, notify_by: str, max_edit_attempts: int,
+                 stop: threading.Event | None = None) -> None:
         self.engine = engine
         self.client = client
         self.counts = counts
         self.log = log
         self.notify_by = notify_by
         self.max_edit_attempts = max_edit_attempts
+        self.stop = stop or threading.Event()
+        self.stopped: str | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -136,6 +140,8 @@ class Pusher:
         abort: BaseException | None = None
         try:
             for page in pending_pages(self.engine):
+                if self._stopping():
+                    break
                 queue: list[TaskEdits] = []
                 for task_id in self.claim(run_id, page):
                     with self.engine.connect() as conn:
@@ -147,6 +153,8 @@ class Pusher:
                     else:
                         queue.append(prepared)
                 while (queue or workers.in_flight) and abort is None:
+                    if self._stopping():
+                        queue.clear()  # their claims are released below; they stay pending
                     while queue and workers.has_room():
                         workers.submit(queue.pop(0))
                     for item in workers.results(timeout=0.5):
@@ -171,6 +179,15 @@ class Pusher:
         if abort is not None:
             raise abort
         return self.counts
+
+    def _stopping(self) -> bool:
+        assert self.client is not None
+        if self.stopped is None and self.stop.is_set():
+            self.stopped = "stopped by a signal; the remaining edits stay pending"
+        elif self.stopped is None and self.client.cap_reached.is_set():
+            self.stopped = (f"stopped after {self.client.max_calls} API calls (the run's call "
+                            f"cap); the remaining edits stay pending")
+        return self.stopped is not None
 
     # -- recording (one transaction per task, so no outcome is lost to another's failure) --
 

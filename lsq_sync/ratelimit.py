@@ -6,6 +6,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 # The server counts arrivals, we count sends; the gap between the two varies by a few
 # milliseconds from request to request, so each send holds its slot a little longer.
@@ -125,6 +126,12 @@ class Budget:
         return min(w.calls / w.period for w in self.windows)
 
 
+class Shared(Protocol):
+    """A budget other processes draw on too (see shared.py)."""
+
+    def reserve(self) -> float: ...
+
+
 class Stopped(Exception):
     """The wait for a slot was interrupted because the run is stopping."""
 
@@ -135,8 +142,10 @@ class RateLimiter:
     def __init__(self, calls: int, period: float, *, margin: float = DEFAULT_MARGIN_S,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 shared: Shared | None = None) -> None:
         self.budget = Budget(calls, period, margin)
+        self.shared = shared
         self.streak = 0            # throttle answers in a row, for the pause length
         self._last_throttle = float("-inf")
         self.clock = clock
@@ -157,11 +166,21 @@ class RateLimiter:
         """Block until a request may be sent, and count it as sent; returns the slot."""
         while True:
             with self._lock:
+                wait = self.budget.delay(self.clock())
+            if wait > 0:
+                self.wait(wait)
+                continue
+            if self.shared is not None:
+                # The other processes' sends count too; an unused shared slot is only
+                # a little budget lost, never an excess.
+                wait = self.shared.reserve()
+                if wait > 0:
+                    self.wait(wait)
+                    continue
+            with self._lock:
                 now = self.clock()
-                wait = self.budget.reserve(now)
-                if wait <= 0:
+                if self.budget.reserve(now) <= 0:
                     return self.budget._last
-            self.wait(wait)
 
     def sent(self, slot: float) -> None:
         """The request of `slot` is going out only now (after connecting): move its slot.

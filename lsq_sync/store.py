@@ -130,7 +130,11 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
         conn.execute(update(tasks).where(tasks.c.task_id.in_(part)).values(last_synced_at=now))
 
     mark_leads(conn, run_id, [o.seq for o in outcomes if o.ok], "ok")
-    mark_leads(conn, run_id, [o.seq for o in outcomes if not o.ok], "failed")
+    for o in outcomes:
+        if not o.ok:
+            conn.execute(update(run_leads).where(run_leads.c.run_id == run_id,
+                                                 run_leads.c.seq == o.seq)
+                         .values(state="failed", error=(o.error or "")[:1000]))
     return result
 
 

@@ -48,6 +48,21 @@ class Workers(Generic[In, Out]):
         self.in_flight += 1
         self.inbox.put(item)
 
+    def drop_queued(self) -> int:
+        """Take back the items no worker has started; returns how many."""
+        dropped = 0
+        try:
+            while True:
+                item = self.inbox.get_nowait()
+                if item is None:  # pragma: no cover - close() was called first
+                    self.inbox.put(None)
+                    break
+                dropped += 1
+        except queue.Empty:
+            pass
+        self.in_flight -= dropped
+        return dropped
+
     def results(self, timeout: float) -> list[Out | BaseException]:
         """Whatever finished: waits up to `timeout` for the first one."""
         found: list[Out | BaseException] = []

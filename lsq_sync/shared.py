@@ -1,0 +1,74 @@
+"""A rate budget shared by every process that uses one API key on one database."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from lsq_sync.db import describe
+from lsq_sync.errors import StoreError
+from lsq_sync.models import rate_buckets, rate_slots
+from lsq_sync.store import insert_ignore_statement
+
+CLEAN_EVERY = 500  # reservations between deletions of old slots
+
+
+def bucket_for(access_key: str) -> str:
+    """A stable name for the key's budget that does not reveal the key."""
+    return hashlib.sha256(f"lsq-sync:{access_key}".encode()).hexdigest()[:32]
+
+
+class SharedSlots:
+    """Send slots kept in lsq_rate_slots: an exact sliding window across processes.
+
+    A reservation locks the bucket's row (an UPDATE, which every dialect serialises),
+    reads the slots still inside the window, and adds one if the window has room. Times
+    are wall-clock seconds, which processes on one machine share; processes on several
+    machines need synchronised clocks (NTP), and the margin absorbs the rest.
+    """
+
+    def __init__(self, engine: Engine, bucket: str, calls: int, period: float, margin: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.bucket = bucket
+        self.calls = calls
+        self.span = period + margin
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._count = 0
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert_ignore_statement(conn, rate_buckets),
+                             [{"bucket": bucket, "touched": clock()}])
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot set up the shared rate budget: {describe(exc)}") from None
+
+    def reserve(self) -> float:
+        """Take a slot now and return 0, or return how long to wait before trying again."""
+        try:
+            with self._lock, self.engine.begin() as conn:
+                now = self.clock()
+                conn.execute(update(rate_buckets).where(rate_buckets.c.bucket == self.bucket)
+                             .values(touched=now))
+                sends = conn.execute(
+                    select(rate_slots.c.sent_at)
+                    .where(rate_slots.c.bucket == self.bucket,
+                           rate_slots.c.sent_at > now - self.span)
+                    .order_by(rate_slots.c.sent_at)).scalars().all()
+                if len(sends) >= self.calls:
+                    return float(sends[len(sends) - self.calls] + self.span - now)
+                conn.execute(insert(rate_slots).values(bucket=self.bucket, sent_at=now))
+                self._count += 1
+                if self._count % CLEAN_EVERY == 1:
+                    conn.execute(delete(rate_slots).where(
+                        rate_slots.c.bucket == self.bucket,
+                        rate_slots.c.sent_at < now - 2 * self.span))
+                return 0.0
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot reserve a send slot: {describe(exc)}") from None
