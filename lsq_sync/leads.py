@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, literal, select, text
+from sqlalchemy import bindparam, case, delete, func, insert, literal, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
@@ -88,6 +88,9 @@ def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
     staged = Staged()
     seq = start
     try:
+        with engine.connect() as conn:
+            carried = int(conn.execute(select(func.count()).select_from(run_leads)
+                                       .where(run_leads.c.run_id == run_id)).scalar_one())
         for raw_batch in batches:
             rows = []
             for value in raw_batch:
@@ -111,7 +114,10 @@ def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
                                             .where(run_leads.c.run_id == run_id)).scalar_one())
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot stage lead ids: {describe(exc)}") from None
-    staged.duplicates = seq - staged.total
+    # Query ids that matched rows carried over from an unfinished run are not duplicates
+    # (exact while the query returns what it did then).
+    inserted = staged.total - carried
+    staged.duplicates = max(0, (seq - start) - inserted - carried)
     return staged
 
 
@@ -127,30 +133,29 @@ def unfinished_run(engine: Engine, current: int) -> int | None:
     return None if value is None else int(value)
 
 
-def carry_over(engine: Engine, previous: int, current: int) -> int:
-    """Give `current` the leads `previous` did not do, first; returns the last seq used."""
+def carry_over(engine: Engine, previous: int, current: int) -> tuple[int, int]:
+    """Give `current` the lead list of `previous`: what it left to do stays to do (first),
+    what it or the runs it continued already did is marked `done`, so that staging the
+    query skips it. Returns (last seq used, leads marked done)."""
+    state = case((run_leads.c.state == "todo", literal("todo")), else_=literal("done"))
     with engine.begin() as conn:
         conn.execute(insert(run_leads).from_select(
             ["run_id", "seq", "lead_id", "state"],
-            select(literal(current), run_leads.c.seq, run_leads.c.lead_id, literal("todo"))
-            .where(run_leads.c.run_id == previous, run_leads.c.state == "todo")))
-        last = conn.execute(select(func.max(run_leads.c.seq))
-                            .where(run_leads.c.run_id == current)).scalar()
-    return int(last or 0)
-
-
-def drop_done(engine: Engine, previous: int, current: int, after: int) -> int:
-    """Remove from `current` the leads `previous` already did; forget `previous`'s list."""
-    with engine.begin() as conn:
-        # Wrapped once more: MySQL refuses a subquery on the table a DELETE changes.
-        done = select(run_leads.c.lead_id).where(run_leads.c.run_id == previous,
-                                                 run_leads.c.state != "todo").subquery()
-        removed = conn.execute(delete(run_leads).where(
-            run_leads.c.run_id == current, run_leads.c.seq > after,
-            run_leads.c.lead_id.in_(select(done.c.lead_id)))).rowcount
+            select(literal(current), run_leads.c.seq, run_leads.c.lead_id, state)
+            .where(run_leads.c.run_id == previous)))
         conn.execute(delete(run_leads).where(run_leads.c.run_id == previous,
                                              run_leads.c.state != "failed"))
-    return int(removed or 0)
+        last = conn.execute(select(func.max(run_leads.c.seq))
+                            .where(run_leads.c.run_id == current)).scalar()
+        done = conn.execute(select(func.count()).select_from(run_leads).where(
+            run_leads.c.run_id == current, run_leads.c.state == "done")).scalar_one()
+    return int(last or 0), int(done)
+
+
+def count_todo(engine: Engine, run_id: int) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(run_leads).where(
+            run_leads.c.run_id == run_id, run_leads.c.state == "todo")).scalar_one())
 
 
 def forget_unfinished(engine: Engine, current: int) -> int:

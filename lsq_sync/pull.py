@@ -75,7 +75,7 @@ class Puller:
     def stage(self, run_id: int) -> leads.Staged:
         """List this run's leads: first what an unfinished pull left, then the query's rest."""
         previous = None
-        start = 0
+        start = done = 0
         if self.options.lead_ids is None:
             if self.options.restart:
                 dropped = leads.forget_unfinished(self.engine, run_id)
@@ -84,18 +84,15 @@ class Puller:
             else:
                 previous = leads.unfinished_run(self.engine, run_id)
             if previous is not None:
-                start = leads.carry_over(self.engine, previous, run_id)
-                self.log.info("resuming", from_run=previous, leads_left=start)
+                start, done = leads.carry_over(self.engine, previous, run_id)
+                self.log.info("resuming", from_run=previous, leads_done_before=done)
         staged = leads.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
                              on_skip=self._on_skip, start=start)
-        already = 0
-        if previous is not None:
-            already = leads.drop_done(self.engine, previous, run_id, after=start)
-            staged.total -= already
+        staged.total = leads.count_todo(self.engine, run_id)
         self.counts.leads_total = staged.total
         self.counts.leads_skipped = staged.skipped + staged.duplicates
         self.log.info("leads_staged", leads=staged.total, skipped_invalid=staged.skipped,
-                      skipped_duplicates=staged.duplicates, done_by_previous_run=already)
+                      skipped_duplicates=staged.duplicates, done_by_earlier_runs=done)
         return staged
 
     # -- fetching ------------------------------------------------------------------------

@@ -1,0 +1,301 @@
+"""Cron and backfill operations with real processes: locks, kills, signals, resume, caps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+
+from lsq_sync import app, lock, runs
+from lsq_sync.cli import cli
+from lsq_sync.config import Config
+from lsq_sync.demo import fill_leads_table
+from lsq_sync.models import locks, sync_runs
+from lsq_sync.pull import PullOptions
+from lsq_sync.simulator import Faults, Meter, Simulator
+from lsq_sync.types import utcnow
+
+from .test_pull import assert_matches
+
+
+def write_config(path: Path, sim: Simulator, db_url: str, **lsq: Any) -> Path:
+    settings = {"base_url": sim.url, "access_key": sim.cfg.access_key,
+                "secret_key": sim.cfg.secret_key, "retry_backoff_s": 0.01,
+                "rate_limit_calls": 1000, "rate_limit_period_s": 1, **lsq}
+    lines = ["[lsq]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+             "[database]", f'url = "{db_url}"', "[log]", 'format = "json"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def spawn(config: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "lsq_sync", "--config", str(config), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""})
+
+
+def wait_for(check: Callable[[], bool], what: str, limit_s: float = 60) -> None:
+    """Poll until `check` holds (a bound on waiting, not a timing assertion)."""
+    deadline = time.monotonic() + limit_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_row(engine: Engine, run_id: int | None = None) -> Any:
+    query = select(sync_runs).order_by(sync_runs.c.id.desc())
+    if run_id is not None:
+        query = select(sync_runs).where(sync_runs.c.id == run_id)
+    with engine.connect() as conn:
+        return conn.execute(query).first()
+
+
+def leads_done(engine: Engine) -> int:
+    row = run_row(engine)
+    return 0 if row is None else int(row.leads_ok)
+
+
+@pytest.fixture
+def slow(db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+         tmp_path: Path) -> Iterator[tuple[Path, Engine, Simulator]]:
+    """60 leads behind a limit of 10 calls per second: a pull takes about 6 s."""
+    sim = make_sim(leads=60, rate_calls=10, rate_period_s=1.0)
+    fill_leads_table(db_url, sim.state.lead_ids())
+    config = write_config(tmp_path / "c.toml", sim, db_url, rate_limit_calls=10,
+                          rate_limit_period_s=1, concurrency=2)
+    yield config, engine, sim
+
+
+def test_a_second_pull_exits_75_naming_the_first(slow: tuple[Path, Engine, Simulator]) -> None:
+    config, engine, _ = slow
+    first = spawn(config, "pull")
+    try:
+        wait_for(lambda: leads_done(engine) > 0, "the first pull to get going")
+        second = spawn(config, "pull")
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 75, out
+        line = [ln for ln in out.splitlines() if ln.startswith("lsq-sync: ")]
+        assert len(line) == 1 and "another pull is running: run 1" in line[0]
+        assert f"pid {first.pid} on {lock.HOST}" in line[0] and "UTC" in line[0]
+    finally:
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM lsq_sync_runs")).scalar_one() == 1
+
+
+def test_kill_9_then_the_next_pull_does_only_the_rest(
+        slow: tuple[Path, Engine, Simulator]) -> None:
+    config, engine, sim = slow
+    victim = spawn(config, "pull")
+    wait_for(lambda: leads_done(engine) >= 15, "some leads to be written")
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)
+    done_before = leads_done(engine)
+    assert 15 <= done_before < 60
+
+    after = spawn(config, "pull")
+    out, _ = after.communicate(timeout=60)
+    assert after.returncode == 0, out
+    killed, resumed = run_row(engine, 1), run_row(engine, 2)
+    assert killed.status == "failed" and killed.error.startswith("abandoned: pid")
+    assert resumed.status == "succeeded"
+    assert resumed.leads_total == 60 - done_before  # only the rest...
+    assert resumed.api_calls <= 60 - done_before + 4  # ... (+ requests the kill cut short)
+    assert '"resuming"' in out
+    assert_matches(engine, sim)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM lsq_run_leads")).scalar_one() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM lsq_locks")).scalar_one() == 0
+
+
+def test_sigterm_stops_cleanly_as_partial_and_the_next_pull_resumes(
+        slow: tuple[Path, Engine, Simulator]) -> None:
+    config, engine, sim = slow
+    proc = spawn(config, "pull")
+    wait_for(lambda: leads_done(engine) >= 10, "some leads to be written")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)  # the grace period is 5 s
+    assert proc.returncode == 1, out
+    row = run_row(engine, 1)
+    assert row.status == "partial" and "stopped by a signal" in row.error
+    assert row.finished_at is not None and "Traceback" not in out
+    done = row.leads_ok
+    assert done < 60
+    again = spawn(config, "pull")
+    out, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, out
+    assert run_row(engine, 2).leads_total == 60 - done
+    assert_matches(engine, sim)
+
+
+def test_restart_ignores_what_was_left(slow: tuple[Path, Engine, Simulator]) -> None:
+    config, engine, _ = slow
+    proc = spawn(config, "pull")
+    wait_for(lambda: leads_done(engine) >= 5, "some leads to be written")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    fresh = spawn(config, "pull", "--restart")
+    out, _ = fresh.communicate(timeout=60)
+    assert fresh.returncode == 0, out
+    assert run_row(engine, 2).leads_total == 60
+
+
+def test_pull_and_push_together_share_the_limit(
+        db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config], tmp_path: Path) -> None:
+    sim = make_sim(leads=50, rate_calls=10, rate_period_s=1.0,
+                   faults=Faults(latency_ms=(10, 40)))
+    fill_leads_table(db_url, sim.state.lead_ids())
+    app.pull(make_config(sim, db_url, rate_limit_calls=10, rate_limit_period_s=1),
+             PullOptions())
+    targets = [t["TaskID"] for lead in sim.state.lead_ids() for t in sim.state.tasks_of(lead)]
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, :n)"),
+                     [{"t": t, "n": f"Shared {i}"} for i, t in enumerate(targets[:40])])
+    sim.meter = Meter(10, 1.0)  # measure only the two processes below
+    config = write_config(tmp_path / "c.toml", sim, db_url, rate_limit_calls=10,
+                          rate_limit_period_s=1, concurrency=3)
+    procs = [spawn(config, "pull"), spawn(config, "push")]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    stats = sim.meter.snapshot()
+    assert stats["accepted"] == 90  # 50 leads + 40 edits, nothing retried
+    assert stats["throttled"] == 0 and stats["busiest_window"] <= 10
+    used = stats["period_s"] / stats["mean_gap_s"]
+    assert used >= 0.9, stats
+
+
+def test_last_success_selects_only_changed_leads(db_url: str, engine: Engine, sim: Simulator,
+                                                 make_config: Callable[..., Config]) -> None:
+    from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, update
+    meta = MetaData()
+    crm = Table("crm_leads", meta, Column("lead_id", String(64), primary_key=True),
+                Column("modified_at", DateTime))
+    meta.create_all(engine)
+    old = utcnow().replace(tzinfo=None) - __import__("datetime").timedelta(days=1)
+    ids = list(sim.state.lead_ids())
+    with engine.begin() as conn:
+        conn.execute(insert(crm), [{"lead_id": i, "modified_at": old} for i in ids])
+    base = make_config(sim, db_url)
+    cfg = Config(lsq=base.lsq, database=base.database, leads=type(base.leads)(
+        query="SELECT lead_id FROM crm_leads "
+              "WHERE modified_at >= COALESCE(:last_success, '1970-01-01')"))
+    assert app.pull(cfg, PullOptions()).counts.leads_total == 40
+    assert app.pull(cfg, PullOptions()).counts.leads_total == 0
+    later = utcnow().replace(tzinfo=None) + __import__("datetime").timedelta(minutes=5)
+    with engine.begin() as conn:
+        conn.execute(update(crm).where(crm.c.lead_id.in_(ids[:3])).values(modified_at=later))
+    result = app.pull(cfg, PullOptions())
+    assert result.counts.leads_total == 3 and result.counts.api_calls == 3
+
+
+def test_max_calls_per_run_stops_cleanly_and_resumes(
+        db_url: str, engine: Engine, sim: Simulator,
+        make_config: Callable[..., Config]) -> None:
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url, max_calls_per_run=15, concurrency=3)
+    totals = []
+    for _ in range(3):
+        result = app.pull(cfg, PullOptions())
+        totals.append((result.counts.leads_total, result.counts.api_calls,
+                       result.counts.leads_ok, result.status))
+    assert totals == [(40, 15, 15, "partial"), (25, 15, 15, "partial"),
+                      (10, 10, 10, "succeeded")]
+    assert "call cap" in run_row(engine, 1).error
+    assert_matches(engine, sim)
+
+
+def test_max_calls_per_day_counts_every_run_of_the_day(
+        db_url: str, engine: Engine, sim: Simulator,
+        make_config: Callable[..., Config]) -> None:
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url, max_calls_per_day=25)
+    assert app.pull(cfg, PullOptions()).counts.api_calls == 25
+    second = app.pull(cfg, PullOptions())
+    assert second.counts.api_calls == 0 and second.status == "partial"
+
+
+def test_a_lock_of_a_dead_process_is_taken_over(engine: Engine) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now = utcnow()
+    ghost = runs.start(engine, "pull")
+    with engine.begin() as conn:
+        conn.execute(sync_runs.update().where(sync_runs.c.id == ghost).values(pid=dead.pid))
+        conn.execute(locks.insert().values(name="pull", run_id=ghost, pid=dead.pid,
+                                           host=lock.HOST, acquired_at=now,
+                                           expires_at=now + lock.LEASE))
+    mine = runs.start(engine, "pull")
+    assert lock.reap(engine) == [ghost]
+    lock.acquire(engine, "pull", mine)  # no LockedError
+    assert run_row(engine, ghost).status == "failed"
+
+
+def cli_run(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--config", str(config), *args],
+                              env={"LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""})
+
+
+def test_doctor(db_url: str, sim: Simulator, make_sim: Callable[..., Simulator],
+                tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.toml", sim, db_url)
+    fill_leads_table(db_url, sim.state.lead_ids())
+    good = cli_run(config, "doctor")
+    assert good.exit_code == 0, good.output
+    assert [ln.split()[1] for ln in good.output.splitlines()] == [
+        "config", "database", "schema", "leads", "credentials", "api"]
+    assert "40 rows, 40 usable lead ids" in good.output
+
+    elsewhere = make_sim(account_host="https://api-in21.leadsquared.com")
+    wrong_host = cli_run(write_config(tmp_path / "h.toml", elsewhere, db_url), "doctor")
+    assert wrong_host.exit_code == 3
+    assert 'FAIL  api host     [lsq].base_url names 127.0.0.1, but the account\'s API host ' \
+           'is api-in21.leadsquared.com: set base_url = "https://api-in21.leadsquared.com"' \
+           in wrong_host.output
+
+    bad_keys = cli_run(write_config(tmp_path / "k.toml", sim, db_url, secret_key="nope"),
+                       "doctor")
+    assert bad_keys.exit_code == 3
+    assert "FAIL  credentials  the API rejected the credentials" in bad_keys.output
+    assert "nope" not in bad_keys.output
+
+
+def test_doctor_on_a_fresh_database(sim: Simulator, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.toml", sim, f"sqlite:///{tmp_path / 'new.db'}")
+    result = cli_run(config, "doctor")
+    assert result.exit_code == 3
+    assert "FAIL  schema" in result.output and "lsq-sync db upgrade" in result.output
+    assert "FAIL  leads query" in result.output
+
+
+def test_runs_json_and_show(db_url: str, sim: Simulator, tmp_path: Path,
+                            make_config: Callable[..., Config]) -> None:
+    fill_leads_table(db_url, sim.state.lead_ids())
+    sim.cfg.faults.mx_error_every = 20
+    app.pull(make_config(sim, db_url), PullOptions())
+    config = write_config(tmp_path / "c.toml", sim, db_url)
+    listed = cli_run(config, "runs", "--json")
+    assert listed.exit_code == 0
+    (row,) = [json.loads(line) for line in listed.output.splitlines()]
+    assert row["id"] == 1 and row["status"] == "partial" and row["leads_failed"] == 2
+    assert row["started_at"].endswith("+00:00")
+    shown = cli_run(config, "runs", "show", "1")
+    assert shown.exit_code == 0 and "failed leads (2):" in shown.output
+    assert "MXInvalidLeadException" in shown.output
+    as_json = json.loads(cli_run(config, "runs", "show", "1", "--json").output)
+    assert len(as_json["failed_leads"]) == 2
+    missing = cli_run(config, "runs", "show", "99")
+    assert missing.exit_code == 2 and "there is no run 99" in missing.output
