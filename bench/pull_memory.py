@@ -28,7 +28,8 @@ def main() -> None:
         filled = time.monotonic() - start
         try:
             config = write_config(folder / "c.toml", sim.url, db_url,
-                                  rate_limit_calls=1_000_000, rate_limit_period_s=1)
+                                  rate_limit_calls=1_000_000, rate_limit_period_s=1,
+                                  shared_budget=False)
             run_cli(*lsq(config, "db", "upgrade"))
             code, wall, cpu, rss = run_cli(*lsq(config, "pull"), timeout=args.seconds)
             engine = create_engine(db_url)

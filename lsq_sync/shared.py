@@ -6,6 +6,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
@@ -49,26 +50,41 @@ class SharedSlots:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot set up the shared rate budget: {describe(exc)}") from None
 
+    def _window(self, conn: Any, now: float) -> list[float]:
+        return list(conn.execute(
+            select(rate_slots.c.sent_at)
+            .where(rate_slots.c.bucket == self.bucket, rate_slots.c.sent_at > now - self.span)
+            .order_by(rate_slots.c.sent_at)).scalars())
+
+    def _wait(self, sends: list[float], now: float) -> float:
+        if len(sends) < self.calls:
+            return 0.0
+        return float(sends[len(sends) - self.calls] + self.span - now)
+
     def reserve(self) -> float:
         """Take a slot now and return 0, or return how long to wait before trying again."""
         try:
-            with self._lock, self.engine.begin() as conn:
-                now = self.clock()
-                conn.execute(update(rate_buckets).where(rate_buckets.c.bucket == self.bucket)
-                             .values(touched=now))
-                sends = conn.execute(
-                    select(rate_slots.c.sent_at)
-                    .where(rate_slots.c.bucket == self.bucket,
-                           rate_slots.c.sent_at > now - self.span)
-                    .order_by(rate_slots.c.sent_at)).scalars().all()
-                if len(sends) >= self.calls:
-                    return float(sends[len(sends) - self.calls] + self.span - now)
-                conn.execute(insert(rate_slots).values(bucket=self.bucket, sent_at=now))
-                self._count += 1
-                if self._count % CLEAN_EVERY == 1:
-                    conn.execute(delete(rate_slots).where(
-                        rate_slots.c.bucket == self.bucket,
-                        rate_slots.c.sent_at < now - 2 * self.span))
-                return 0.0
+            with self._lock:
+                # A read first: while the window is full, waiting needs no write lock (on
+                # SQLite the one writer is also busy with the run's own batches).
+                with self.engine.connect() as conn:
+                    now = self.clock()
+                    wait = self._wait(self._window(conn, now), now)
+                if wait > 0:
+                    return wait
+                with self.engine.begin() as conn:
+                    now = self.clock()
+                    conn.execute(update(rate_buckets).where(
+                        rate_buckets.c.bucket == self.bucket).values(touched=now))
+                    wait = self._wait(self._window(conn, now), now)  # again, under the lock
+                    if wait > 0:
+                        return wait
+                    conn.execute(insert(rate_slots).values(bucket=self.bucket, sent_at=now))
+                    self._count += 1
+                    if self._count % CLEAN_EVERY == 1:
+                        conn.execute(delete(rate_slots).where(
+                            rate_slots.c.bucket == self.bucket,
+                            rate_slots.c.sent_at < now - 2 * self.span))
+                    return 0.0
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot reserve a send slot: {describe(exc)}") from None
