@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 
-from common import SimProcess, lsq, run_cli, workdir, write_config
 from sqlalchemy import create_engine, text
+
+from common import SimProcess, lsq, run_cli, workdir, write_config
 
 
 def main() -> None:

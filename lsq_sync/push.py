@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync import runs
 from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
-from lsq_sync.edits import TaskEdits, prepare
+from lsq_sync.edits import EDIT_FIELDS, TaskEdits, prepare
 from lsq_sync.errors import ApiError, AuthError, RejectedError, StoreError
 from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
 from lsq_sync.ratelimit import Stopped
@@ -75,7 +75,9 @@ class Pusher:
     # -- reading -------------------------------------------------------------------------
 
     def load(self, conn: Connection, task_id: str) -> TaskEdits:
-        rows = conn.execute(select(task_edits).where(task_edits.c.task_id == task_id, PENDING)
+        # Only the fields an edit carries: other systems may have put anything in the rest.
+        columns = [task_edits.c.id, *(task_edits.c[name] for name in EDIT_FIELDS)]
+        rows = conn.execute(select(*columns).where(task_edits.c.task_id == task_id, PENDING)
                             .order_by(task_edits.c.id)).mappings().all()
         task = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
         return prepare(task_id, [dict(r) for r in rows], dict(task) if task else None,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -412,6 +414,13 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     sim: Simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (its timeout, a fault we served) is not worth a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        logging.getLogger("lsq_sync.simulator").warning("request failed: %r", error)
 
 
 class Simulator:

@@ -127,3 +127,20 @@ def test_any_mapping_gives_a_config_or_a_config_error(data: dict[str, object]) -
         config.from_mapping(data, env={})
     except ConfigError as exc:
         assert str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200) | st.builds(
+    lambda section, key, value: f"[{section}]\n{key} = {value}\n",
+    st.sampled_from([*config.SCHEMA, "x"]),
+    st.sampled_from([k for _, checks in config.SCHEMA.values() for k in checks] + ["y"]),
+    st.sampled_from(["1", "-1", "0", "1.5", "true", '"text"', "[1, 2]", "{a = 1}", '""',
+                     "1979-05-27T07:32:00Z", "nan", "inf", '"sqlite:///x.db"'])))
+def test_any_toml_text_is_a_config_or_one_clear_error(tmp_path_factory: pytest.TempPathFactory,
+                                                      text: str) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        config.load(str(path), env={})
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)  # one line

@@ -297,3 +297,36 @@ def test_claims_of_two_runs_never_overlap(setup: Setup) -> None:
     mine = pusher().claim(first, targets[:7])
     theirs = pusher().claim(second, targets[3:])
     assert mine == targets[:7] and theirs == targets[7:]
+
+
+def test_garbage_in_every_field_is_reported_and_harms_nothing(
+        sqlite_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    """SQLite stores whatever another system inserts; each bad edit fails with a reason."""
+    from lsq_sync import db, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    sim = make_sim(leads=10)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    cfg = make_config(sim, sqlite_url)
+    app.pull(cfg, PullOptions())
+    good, other = some_tasks(sim, 2)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name, description, due_date, "
+                   "reminder_minutes, notify_by, owner_id, owner_email, status, attempts, "
+                   "created_at) VALUES (:t, x'fffe', 42, 3.5, 'many', 'yes', 17, x'00', "
+                   "'pending', 'lots', 'yesterday')", t=other)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, reminder_minutes) VALUES (:t, 1e12)",
+           t=other)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Fine')", t=good)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name, status) VALUES (:t, 'odd', "
+                   "'weird')", t=good)
+    result = app.push(cfg)
+    assert result.counts.edits_sent == 1 and result.counts.edits_failed == 2
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, status, last_error FROM lsq_task_edits "
+                                 "ORDER BY id")).all()
+    assert rows[0][1] == "failed" and "is not text" in rows[0][2]
+    assert rows[1][1] == "failed" and "between 0 and" in rows[1][2]
+    assert rows[2][1] == "sent"
+    assert rows[3][1] == "weird"  # not a queue status: left alone
+    assert sim.state.task(good)["Name"] == "Fine"  # type: ignore[index]
