@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -168,13 +169,23 @@ def db_current(settings: Settings) -> None:
 
 # -- pull ----------------------------------------------------------------------------------
 
+def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--lead-id, --limit and --restart, shared by pull and sync."""
+    for option in reversed([
+        click.option("--lead-id", "lead_ids", multiple=True, metavar="ID",
+                     help="Pull only this lead (repeatable) instead of the leads from "
+                          "[leads].query."),
+        click.option("--limit", type=click.IntRange(min=1), metavar="N",
+                     help="Pull at most N leads (the first N the query returns)."),
+        click.option("--restart", is_flag=True,
+                     help="Start from the top: ignore what an interrupted pull left to do."),
+    ]):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.option("--lead-id", "lead_ids", multiple=True, metavar="ID",
-              help="Pull only this lead (repeatable) instead of the leads from [leads].query.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N",
-              help="Pull at most N leads (the first N the query returns).")
-@click.option("--restart", is_flag=True,
-              help="Start from the top: ignore what an interrupted pull left to do.")
+@pull_options
 @pass_settings
 def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
          restart: bool) -> None:
@@ -225,12 +236,7 @@ def push(settings: Settings, dry_run: bool) -> None:
 
 
 @cli.command()
-@click.option("--lead-id", "lead_ids", multiple=True, metavar="ID",
-              help="Pull only this lead (repeatable) instead of the leads from [leads].query.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N",
-              help="Pull at most N leads.")
-@click.option("--restart", is_flag=True,
-              help="Start the pull from the top: ignore what an interrupted pull left.")
+@pull_options
 @pass_settings
 def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
          restart: bool) -> None:
