@@ -15,10 +15,8 @@ from lsq_sync.simulator import Faults, SimConfig, Simulator
 
 DEMO_CALLS, DEMO_PERIOD = 25, 2.0
 REPORT_SQL = """\
-SELECT owner_name, status, COUNT(*) AS tasks
-FROM lsq_tasks
-WHERE deleted_at IS NULL
-GROUP BY owner_name, status
+SELECT owner_name, status, tasks
+FROM lsq_task_counts_by_owner
 ORDER BY owner_name, status"""
 
 
@@ -84,7 +82,7 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         _summary(echo, second)
 
         echo("")
-        echo("3. A report on the synced table:")
+        echo("3. A report on the synced table (more in docs/reporting.md):")
         echo("")
         echo("\n".join("   " + line for line in REPORT_SQL.splitlines()))
         echo("")
