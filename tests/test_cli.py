@@ -109,11 +109,18 @@ def test_missing_credentials_is_exit_2(tmp_path: Path, sqlite_url: str) -> None:
 
 
 def test_unreachable_database_is_exit_3(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.toml", None, "postgresql://u:pw@127.0.0.1:1/x")
+    path = write_config(tmp_path / "c.toml", None, f"sqlite:///{tmp_path}/no/such/dir/x.db")
     result = invoke("--config", str(path), "db", "upgrade")
     assert result.exit_code == 3
+    assert "cannot connect to the database" in one_line_error(result)
+
+
+def test_a_missing_driver_is_exit_2_with_the_extra_to_install(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.toml", None, "mssql+nosuchdriver://u:pw@h/x")
+    result = invoke("--config", str(path), "db", "upgrade")
+    assert result.exit_code == 2
     line = one_line_error(result)
-    assert "cannot connect" in line and ":pw@" not in line
+    assert "[database].url" in line and ":pw@" not in line
 
 
 def test_db_upgrade_and_current(tmp_path: Path, sqlite_url: str) -> None:

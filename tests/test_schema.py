@@ -86,7 +86,7 @@ def test_the_utc_default_of_edits_created_at(engine: Engine) -> None:
 
 
 def test_unreachable_database_is_a_store_error(tmp_path: object) -> None:
-    engine = db.make_engine("postgresql://nobody@127.0.0.1:1/none")
+    engine = db.make_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")
     with pytest.raises(StoreError, match="cannot connect to the database"):
         db.check_connection(engine)
 
