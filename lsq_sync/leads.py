@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,7 +83,8 @@ class Staged:
 
 
 def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
-          limit: int | None = None, on_skip: Any = None, start: int = 0) -> Staged:
+          limit: int | None = None, on_skip: Any = None, start: int = 0,
+          stop: threading.Event | None = None) -> Staged:
     """Copy valid, unique lead ids into lsq_run_leads for `run_id`, in query order,
     numbered after `start` (the leads carried over from an unfinished run)."""
     staged = Staged()
@@ -92,6 +94,8 @@ def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
             carried = int(conn.execute(select(func.count()).select_from(run_leads)
                                        .where(run_leads.c.run_id == run_id)).scalar_one())
         for raw_batch in batches:
+            if stop is not None and stop.is_set():
+                break  # the next run stages the query again; the unique key drops repeats
             rows = []
             for value in raw_batch:
                 lead_id, why = check_lead_id(value)

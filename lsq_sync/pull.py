@@ -87,7 +87,7 @@ class Puller:
                 start, done = leads.carry_over(self.engine, previous, run_id)
                 self.log.info("resuming", from_run=previous, leads_done_before=done)
         staged = leads.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
-                             on_skip=self._on_skip, start=start)
+                             on_skip=self._on_skip, start=start, stop=self.stop)
         staged.total = leads.count_todo(self.engine, run_id)
         self.counts.leads_total = staged.total
         self.counts.leads_skipped = staged.skipped + staged.duplicates

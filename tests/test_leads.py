@@ -49,3 +49,20 @@ def test_a_statement_without_rows_is_a_config_error(engine: Engine) -> None:
         conn.execute(text("CREATE TABLE t (a INTEGER)"))
     with pytest.raises(ConfigError, match=r"\[leads\]\.query (returned no columns|failed)"):
         list(stream_query(engine, "DELETE FROM t"))
+
+
+def test_staging_stops_between_batches_when_asked(engine: Engine) -> None:
+    import threading
+
+    from lsq_sync import runs
+    from lsq_sync.leads import stage
+    run_id = runs.start(engine, "pull")
+    stop = threading.Event()
+
+    def batches() -> object:
+        yield [GUID]
+        stop.set()  # a signal arrives while the query streams
+        yield ["6f75b09d-0187-45d6-86dd-f848bd5a0acb"]
+
+    staged = stage(engine, run_id, batches(), stop=stop)  # type: ignore[arg-type]
+    assert staged.total == 1
