@@ -126,6 +126,10 @@ def recorded_run(engine: Engine, command: str, counts: RunCounts, log: Any) -> I
         run.error = "interrupted; the next pull continues with the leads left"
         keep = True
         raise
+    except Exception as exc:
+        run.error = f"internal error: {type(exc).__name__}: {exc}"
+        keep = True
+        raise
     finally:
         heartbeat.stop()
         elapsed = time.monotonic() - started

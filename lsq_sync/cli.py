@@ -66,6 +66,12 @@ class Group(click.Group):
             fail(str(exc), exit_code(exc))
         except KeyboardInterrupt:
             fail("interrupted; what was finished is saved, the next run continues", EXIT_PARTIAL)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: one line here, the (redacted) traceback in the log
+            logs.get_logger("lsq_sync").error("internal_error", exc_info=True)
+            fail(f"internal error ({type(exc).__name__}); please report it with the "
+                 f"`internal_error` log event above", EXIT_ABORTED)
 
 
 def graceful(ctx: app.Context) -> app.Context:

@@ -230,3 +230,24 @@ def test_simulate_serves_from_the_command_line(tmp_path: Path) -> None:
 def test_simulate_rejects_bad_options() -> None:
     assert invoke("simulate", "--rate-limit", "abc").exit_code == 2
     assert invoke("simulate", "--latency", "9-1").exit_code == 2
+
+
+def test_a_bug_is_one_line_and_exit_3(ready: Callable[..., Path],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from lsq_sync import store
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(store, "chunks", broken)
+    path = ready()
+    result = invoke("--config", str(path), "pull")
+    assert result.exit_code == 3
+    lines = result.output.splitlines()
+    plain = [ln for ln in lines if not ln.startswith("{")]
+    assert len(plain) == 1 and "internal error (ZeroDivisionError)" in plain[0]  # no raw trace
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    assert any(e["event"] == "internal_error" and "a bug" in e.get("exception", "")
+               for e in events)
+    (summary,) = [e for e in events if e["event"] == "run_finished"]
+    assert summary["status"] == "failed" and "internal error" in summary["error"]
