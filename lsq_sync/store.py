@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -37,8 +37,6 @@ class LeadOutcome:
 class BatchResult:
     upserted: int = 0
     deleted: int = 0
-    restored: int = 0
-    moved: list[str] = field(default_factory=list)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -112,8 +110,6 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
                 and old.raw == task["raw"]:
             unchanged.append(task_id)
             continue
-        if old is not None and old.deleted_at is not None:
-            result.restored += 1
         changed.append({**task, "first_seen_at": now, "last_synced_at": now, "deleted_at": None})
     if changed:
         conn.execute(upsert_statement(conn), changed)
