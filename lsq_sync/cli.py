@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -68,6 +69,9 @@ class Group(click.Group):
             fail("interrupted; what was finished is saved, the next run continues", EXIT_PARTIAL)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # `lsq-sync runs | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_OK)
         except Exception as exc:  # a bug: one line here, the (redacted) traceback in the log
             logs.get_logger("lsq_sync").error("internal_error", exc_info=True)
             fail(f"internal error ({type(exc).__name__}); please report it with the "
