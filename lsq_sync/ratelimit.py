@@ -131,6 +131,8 @@ class Shared(Protocol):
 
     def reserve(self) -> float: ...
 
+    def tighten(self, calls: int, period: float) -> None: ...
+
 
 class Stopped(Exception):
     """The wait for a slot was interrupted because the run is stopping."""
@@ -203,6 +205,8 @@ class RateLimiter:
             new = False
             if calls and period:
                 new = self.budget.add_limit(calls, period)
+                if self.shared is not None:
+                    self.shared.tighten(calls, period)
             longest = max(w.period for w in self.budget.windows)
             if now - self._last_throttle > longest:
                 self.streak = 0

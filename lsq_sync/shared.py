@@ -39,6 +39,7 @@ class SharedSlots:
         self.engine = engine
         self.bucket = bucket
         self.calls = calls
+        self.period = period
         self.span = period + margin
         self.clock = clock
         self._lock = threading.Lock()
@@ -49,6 +50,12 @@ class SharedSlots:
                              [{"bucket": bucket, "touched": clock()}])
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot set up the shared rate budget: {describe(exc)}") from None
+
+    def tighten(self, calls: int, period: float) -> None:
+        """Obey a lower limit the API stated, in the shared window too."""
+        margin = self.span - self.period
+        if calls / period < self.calls / self.period:
+            self.calls, self.period, self.span = calls, period, period + margin
 
     def _window(self, conn: Any, now: float) -> list[float]:
         return list(conn.execute(
