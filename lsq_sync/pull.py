@@ -16,7 +16,6 @@ from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
 from lsq_sync.errors import ApiError, AuthError, StoreError
 from lsq_sync.progress import Progress
-from lsq_sync.ratelimit import Stopped
 from lsq_sync.runs import RunCounts
 from lsq_sync.store import LeadOutcome, write_batch
 from lsq_sync.types import utcnow
@@ -143,14 +142,11 @@ class Puller:
                         time.monotonic() - stopping_since > opts.grace_s:
                     self.log.warning("abandoned_in_flight", requests=workers.in_flight)
                     break  # those leads stay to do; the next pull takes them first
-                for item in workers.results(timeout=0.5):
-                    if isinstance(item, LeadOutcome):
-                        buffer.append(item)
-                    elif isinstance(item, AuthError):
-                        abort = abort or item
-                        self.client.limiter.stop.set()
-                    elif not isinstance(item, Stopped):
-                        raise item
+                done, fatal = workers.collect(timeout=0.5, fatal=AuthError)
+                buffer.extend(done)
+                if fatal is not None:
+                    abort = abort or fatal
+                    self.client.limiter.stop.set()
                 now = time.monotonic()
                 if len(buffer) >= opts.batch_size or (buffer and now - last_flush
                                                       >= opts.flush_s):

@@ -18,7 +18,6 @@ from lsq_sync.db import describe
 from lsq_sync.edits import EDIT_FIELDS, TaskEdits, prepare
 from lsq_sync.errors import ApiError, AuthError, RejectedError, StoreError
 from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
-from lsq_sync.ratelimit import Stopped
 from lsq_sync.runs import RunCounts
 from lsq_sync.store import insert_ignore_statement
 from lsq_sync.tasks import parse_date
@@ -159,14 +158,12 @@ class Pusher:
                         queue.clear()  # their claims are released below; they stay pending
                     while queue and workers.has_room():
                         workers.submit(queue.pop(0))
-                    for item in workers.results(timeout=0.5):
-                        if isinstance(item, Sent):
-                            self._record(run_id, item)
-                        elif isinstance(item, AuthError):
-                            abort = abort or item
-                            self.client.limiter.stop.set()
-                        elif not isinstance(item, Stopped):
-                            raise item
+                    done, fatal = workers.collect(timeout=0.5, fatal=AuthError)
+                    for sent in done:
+                        self._record(run_id, sent)
+                    if fatal is not None:
+                        abort = abort or fatal
+                        self.client.limiter.stop.set()
                 if abort is not None:
                     break
         finally:

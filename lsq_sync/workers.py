@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from lsq_sync.ratelimit import Stopped
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -74,6 +76,25 @@ class Workers(Generic[In, Out]):
             pass
         self.in_flight -= len(found)
         return found
+
+    def collect(self, timeout: float, fatal: type[BaseException]
+                ) -> tuple[list[Out], BaseException | None]:
+        """Finished results, and the first `fatal` error among them (the run must stop).
+
+        Work abandoned because the run is stopping is dropped; any other error is raised.
+        """
+        done: list[Out] = []
+        first: BaseException | None = None
+        for item in self.results(timeout):
+            if isinstance(item, fatal):
+                first = first or item
+            elif isinstance(item, Stopped):
+                continue
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                done.append(item)
+        return done, first
 
     def close(self) -> None:
         """Stop the threads; requests under way finish or give up within their timeout."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,6 +113,15 @@ def settings_for(sim: Simulator, database_url: str, **lsq: Any) -> dict[str, Any
             "concurrency": 4}
     return {"lsq": {**base, **lsq}, "database": {"url": database_url},
             "leads": {"query": "SELECT lead_id FROM leads"}}
+
+
+def write_config(path: Path, sim: Simulator | None, database_url: str, **lsq: Any) -> Path:
+    """A TOML file with settings_for()'s [lsq] (none without a simulator) and JSON logs."""
+    settings = settings_for(sim, database_url, **lsq)["lsq"] if sim is not None else lsq
+    lines = ["[lsq]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+             "[database]", f'url = "{database_url}"', "[log]", 'format = "json"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from lsq_sync.cli import cli
 from lsq_sync.demo import fill_leads_table
 from lsq_sync.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Simulator
 
+from .conftest import write_config
+
 
 def all_commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
     for name, command in group.commands.items():
@@ -32,19 +34,6 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     base = {"LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": "", "LSQ_SYNC_DATABASE_URL": "",
             "LSQ_SYNC_CONFIG": ""}
     return runner.invoke(cli, list(args), env={**base, **(env or {})}, catch_exceptions=False)
-
-
-def write_config(path: Path, sim: Simulator | None, db_url: str, **lsq: Any) -> Path:
-    settings: dict[str, Any] = {}
-    if sim is not None:
-        settings = {"base_url": sim.url, "access_key": sim.cfg.access_key,
-                    "secret_key": sim.cfg.secret_key, "rate_limit_calls": 1000,
-                    "rate_limit_period_s": 1, "retry_backoff_s": 0.01}
-    settings.update(lsq)
-    lines = ["[lsq]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
-             "[database]", f'url = "{db_url}"', "[log]", 'format = "json"']
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def one_line_error(result: Result) -> str:

@@ -26,17 +26,8 @@ from lsq_sync.pull import PullOptions
 from lsq_sync.simulator import Faults, Meter, Simulator
 from lsq_sync.types import utcnow
 
+from .conftest import write_config
 from .test_pull import assert_matches
-
-
-def write_config(path: Path, sim: Simulator, db_url: str, **lsq: Any) -> Path:
-    settings = {"base_url": sim.url, "access_key": sim.cfg.access_key,
-                "secret_key": sim.cfg.secret_key, "retry_backoff_s": 0.01,
-                "rate_limit_calls": 1000, "rate_limit_period_s": 1, **lsq}
-    lines = ["[lsq]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
-             "[database]", f'url = "{db_url}"', "[log]", 'format = "json"']
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def spawn(config: Path, *args: str) -> subprocess.Popen[str]:
