@@ -283,8 +283,9 @@ def resolve_path(explicit: str | None, env: Mapping[str, str] | None = None) -> 
         path = Path(chosen).expanduser()
         if not path.is_file():
             how = "--config" if explicit else f"${ENV_CONFIG}"
+            what = "is not a file" if path.exists() else "does not exist"
             raise ConfigError(
-                f"config file {path} (from {how}) does not exist; copy "
+                f"config file {path} (from {how}) {what}; copy "
                 f"config.example.toml there or point {how} at your file"
             )
         return path
