@@ -9,6 +9,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from lsq_sync.errors import ConfigError, StoreError
+from lsq_sync.types import json_dumps
 
 # Plain dialect names get the drivers the extras install, not SQLAlchemy's defaults.
 _DEFAULT_DRIVERS = {
@@ -50,7 +51,7 @@ def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
     """An engine for `url`; a missing driver is a config error naming the extra."""
     parsed = normalize_url(url)
     backend = parsed.get_backend_name()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"json_serializer": json_dumps}
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise ConfigError(f"{key}: an in-memory SQLite database cannot be shared "

@@ -15,8 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync.db import describe
 from lsq_sync.errors import LockedError, StoreError
 from lsq_sync.models import locks, sync_runs
-from lsq_sync.store import insert_ignore_statement
 from lsq_sync.types import utcnow
+from lsq_sync.upsert import insert_ignore_statement
 
 LEASE = timedelta(seconds=60)
 HEARTBEAT_S = 10.0

@@ -46,6 +46,9 @@ tasks = Table(
     Column("last_synced_at", UTCDateTime(), nullable=False),
     Column("deleted_at", UTCDateTime()),
     Column("raw", json_type()),
+    # What a pull compares to notice a change: reading `raw` back would cost more than
+    # writing it (see store.raw_hash).
+    Column("raw_hash", String(64)),
     Index(None, "lead_id"),
     Index(None, "owner_id", "status"),
     Index(None, "status"),

@@ -19,9 +19,9 @@ from lsq_sync.edits import EDIT_FIELDS, TaskEdits, prepare
 from lsq_sync.errors import ApiError, AuthError, RejectedError, StoreError
 from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
 from lsq_sync.runs import RunCounts
-from lsq_sync.store import insert_ignore_statement
 from lsq_sync.tasks import parse_date
 from lsq_sync.types import utcnow
+from lsq_sync.upsert import insert_ignore_statement
 from lsq_sync.workers import Workers
 
 LEASE = timedelta(minutes=10)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync.db import describe
 from lsq_sync.errors import StoreError
 from lsq_sync.models import rate_buckets, rate_slots
-from lsq_sync.store import insert_ignore_statement
+from lsq_sync.upsert import insert_ignore_statement
 
 CLEAN_EVERY = 500  # reservations between deletions of old slots
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.dml import Insert
 
 from lsq_sync.models import run_leads, tasks
+from lsq_sync.types import json_dumps
+from lsq_sync.upsert import upsert
 
 CHUNK = 500  # ids per IN list: well inside every dialect's parameter limit
-TASK_COLUMNS = [c.name for c in tasks.columns]
-UPDATE_COLUMNS = [c for c in TASK_COLUMNS if c not in ("task_id", "first_seen_at")]
+# Bump when tasks.parse_task derives columns differently: every stored row then looks
+# changed to the next pull, which rewrites it.
+ROW_FORMAT = 1
+
+
+def raw_hash(raw: Any) -> str:
+    """A digest of a task as received and of how its columns are derived from it."""
+    canonical = json_dumps(raw, sort_keys=True)
+    return hashlib.blake2b(f"{ROW_FORMAT}:{canonical}".encode(), digest_size=16).hexdigest()
 
 
 @dataclass
@@ -44,36 +52,6 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
-def _dialect_insert(conn: Connection, table: Table) -> Any:
-    name = conn.dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name in ("mysql", "mariadb"):
-        return mysql.insert(table)
-    return sqlite.insert(table)
-
-
-def upsert_statement(conn: Connection) -> Insert:
-    """INSERT ... ON CONFLICT (SQLite, PostgreSQL) or ON DUPLICATE KEY (MySQL)."""
-    ins = _dialect_insert(conn, tasks)
-    if conn.dialect.name in ("mysql", "mariadb"):
-        stmt: Insert = ins.on_duplicate_key_update({c: ins.inserted[c] for c in UPDATE_COLUMNS})
-        return stmt
-    stmt = ins.on_conflict_do_update(
-        index_elements=["task_id"], set_={c: ins.excluded[c] for c in UPDATE_COLUMNS})
-    return stmt
-
-
-def insert_ignore_statement(conn: Connection, table: Table) -> Insert:
-    """INSERT that skips rows whose unique key already exists."""
-    ins = _dialect_insert(conn, table)
-    if conn.dialect.name in ("mysql", "mariadb"):
-        stmt: Insert = ins.prefix_with("IGNORE")
-        return stmt
-    stmt = ins.on_conflict_do_nothing()
-    return stmt
-
-
 def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: int,
                 now: datetime) -> BatchResult:
     """Apply the outcomes of several leads in the caller's transaction.
@@ -91,7 +69,7 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
     existing: dict[str, Any] = {}
     for part in chunks(lead_ids):
         rows = conn.execute(
-            select(tasks.c.task_id, tasks.c.lead_id, tasks.c.deleted_at, tasks.c.raw)
+            select(tasks.c.task_id, tasks.c.lead_id, tasks.c.deleted_at, tasks.c.raw_hash)
             .where(tasks.c.lead_id.in_(part))
         )
         for found in rows:
@@ -100,19 +78,19 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
     fresh: dict[str, dict[str, Any]] = {}
     for outcome in good:
         for task in outcome.rows or ():
-            fresh[task["task_id"]] = task  # a task listed twice: the later lead wins
+            # A task listed twice: the later lead wins.
+            fresh[task["task_id"]] = {**task, "raw_hash": raw_hash(task["raw"])}
 
     changed: list[dict[str, Any]] = []
     unchanged: list[str] = []
     for task_id, task in fresh.items():
         old = existing.get(task_id)
         if old is not None and old.lead_id == task["lead_id"] and old.deleted_at is None \
-                and old.raw == task["raw"]:
+                and old.raw_hash == task["raw_hash"]:
             unchanged.append(task_id)
             continue
         changed.append({**task, "first_seen_at": now, "last_synced_at": now, "deleted_at": None})
-    if changed:
-        conn.execute(upsert_statement(conn), changed)
+    upsert(conn, tasks, changed, keep=["first_seen_at"])
     result.upserted = len(changed)
 
     gone = [tid for tid, old in existing.items() if old.deleted_at is None and tid not in fresh]
