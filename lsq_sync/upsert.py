@@ -78,20 +78,23 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
     if dialect.name == "postgresql":
         _postgresql_upsert(conn, table, names, head, tail, rows)
         return
-    values = driver_values(dialect, table, names, rows)
     if dialect.driver == "pymysql":
-        _pymysql_upsert(conn, head, tail, values)
+        _pymysql_upsert(conn, table, names, head, tail, rows)
         return
     row = "(" + ", ".join([placeholder] * len(names)) + ")"
-    conn.exec_driver_sql(head + row + tail, values)
+    conn.exec_driver_sql(head + row + tail, driver_values(dialect, table, names, rows))
+
+
+def bind_processors(dialect: Dialect, table: Table,
+                    names: Sequence[str]) -> list[Callable[[Any], Any] | None]:
+    """What SQLAlchemy applies to each column's values before the driver sees them."""
+    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
 
 
 def driver_values(dialect: Dialect, table: Table, names: Sequence[str],
                   rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     """Each row as the tuple of values the DBAPI driver receives from SQLAlchemy."""
-    processors: list[Callable[[Any], Any] | None] = [
-        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
-    pairs = list(zip(names, processors, strict=True))
+    pairs = list(zip(names, bind_processors(dialect, table, names), strict=True))
     return [tuple([row[name] if process is None else process(row[name])
                    for name, process in pairs]) for row in rows]
 
@@ -141,14 +144,16 @@ for _char, _escaped in {"\0": "\\0", "\\": "\\\\", "\n": "\\n", "\r": "\\r",
 _MYSQL_QUOTES_ONLY = str.maketrans({"'": "''"})
 
 
-def _pymysql_upsert(conn: Connection, head: str, tail: str,
-                    values: Sequence[tuple[Any, ...]]) -> None:
+def _pymysql_upsert(conn: Connection, table: Table, names: Sequence[str], head: str,
+                    tail: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """Multi-row statements with the values written as MySQL literals.
 
     PyMySQL interpolates parameters on the client anyway (MySQL's text protocol); its
     executemany does the same per value through several layers of Python calls, which made
-    it the slowest part of a batch. Text, NULL, integers and datetimes (the values our
-    columns' bind processors produce) are written here; anything else by PyMySQL.
+    it the slowest part of a batch. Here each column gets one function that applies the
+    column type's bind processor and writes the literal: text, NULL, integers and naive
+    UTC datetimes (what our columns' processors produce) directly, anything else through
+    PyMySQL's own escaping.
     """
     from pymysql.constants import SERVER_STATUS  # only with the mysql extra installed
 
@@ -160,20 +165,26 @@ def _pymysql_upsert(conn: Connection, head: str, tail: str,
     def literal(value: Any) -> str:
         kind = type(value)
         if kind is str:
-            return "'" + cast(str, value).translate(escapes) + "'"
+            return "'" + str.translate(value, escapes) + "'"
         if value is None:
             return "NULL"
         if kind is int:
             return str(value)
         if kind is datetime and value.tzinfo is None:
-            return "'" + cast(datetime, value).isoformat(" ") + "'"
+            return "'" + datetime.isoformat(value, " ") + "'"
         return str(escape(value))
 
+    def through(process: Callable[[Any], Any]) -> Callable[[Any], str]:
+        return lambda value: literal(process(value))
+
+    renderers = [literal if process is None else through(process)
+                 for process in bind_processors(conn.dialect, table, names)]
+    pairs = list(zip(names, renderers, strict=True))
     room = MAX_STATEMENT_CHARS - len(head) - len(tail)
     rendered: list[str] = []
     size = 0
-    for value in values:
-        text = "(" + ",".join([literal(v) for v in value]) + ")"
+    for row in rows:
+        text = "(" + ",".join([render(row[name]) for name, render in pairs]) + ")"
         if rendered and size + len(text) + 1 > room:
             _execute_plain(conn, head + ",".join(rendered) + tail)
             rendered, size = [], 0
