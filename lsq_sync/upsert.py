@@ -62,9 +62,10 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
 
     SQLAlchemy's executemany spends more time per row than the database does (a parameter
     dict per row, named parameters the driver reorders again), and it does not fold upserts
-    into multi-row statements. Here each value goes through its column type's own bind
-    processor once, so what is stored is exactly what SQLAlchemy would store, and the rows
-    reach the driver as plain tuples.
+    into multi-row statements. Here a batch is one statement where the driver allows it
+    (PostgreSQL, PyMySQL) and plain tuples otherwise; values go through their column type's
+    own bind processor, or an equivalent the tests hold to it, so what is stored is what
+    SQLAlchemy would store.
     """
     if not rows:
         return
@@ -74,9 +75,10 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
     if placeholder is None:  # a driver with named or numbered parameters
         conn.execute(upsert_statement(conn, table, keep), list(rows))
         return
-    head, tail = _statement_parts(dialect, table, names, keep)
+    target, tail = _statement_parts(dialect, table, names, keep)
+    head = f"{target} VALUES "
     if dialect.name == "postgresql":
-        _postgresql_upsert(conn, table, names, head, tail, rows)
+        _postgresql_upsert(conn, table, target, tail, rows)
         return
     if dialect.driver == "pymysql":
         _pymysql_upsert(conn, table, names, head, tail, rows)
@@ -101,10 +103,10 @@ def driver_values(dialect: Dialect, table: Table, names: Sequence[str],
 
 def _statement_parts(dialect: Dialect, table: Table, names: Sequence[str],
                      keep: Sequence[str]) -> tuple[str, str]:
-    """`INSERT INTO t (cols) VALUES ` and the conflict clause that follows the rows."""
+    """`INSERT INTO t (cols)` and the conflict clause that follows the rows."""
     quote = dialect.identifier_preparer.quote
     columns = ", ".join(quote(n) for n in names)
-    head = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) VALUES "
+    head = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns})"
     update = [quote(c.name) for c in table.columns if not c.primary_key and c.name not in keep]
     if is_mysql(dialect):
         # VALUES(col) works on MariaDB and every MySQL (8.0.20+ deprecates it, still runs).
@@ -114,17 +116,16 @@ def _statement_parts(dialect: Dialect, table: Table, names: Sequence[str],
                   + ", ".join(f"{c} = excluded.{c}" for c in update))
 
 
-def _postgresql_upsert(conn: Connection, table: Table, names: Sequence[str], head: str,
-                       tail: str, rows: Sequence[Mapping[str, Any]]) -> None:
+def _postgresql_upsert(conn: Connection, table: Table, target: str, tail: str,
+                       rows: Sequence[Mapping[str, Any]]) -> None:
     """All rows in one JSON parameter that PostgreSQL turns into rows of the table's type.
 
     One statement per batch: planned once (the connection plans every statement afresh,
     see db.py) and parsed by the server, not per row by Python.
     """
-    columns = head[head.index("("):head.rindex(")") + 1]
-    sql = (head.removesuffix("VALUES ")
-           + f"SELECT {columns[1:-1]} FROM json_populate_recordset(NULL::"
-           + f"{conn.dialect.identifier_preparer.format_table(table)}, %s::json)" + tail)
+    columns = target[target.index("(") + 1:-1]
+    sql = (f"{target} SELECT {columns} FROM json_populate_recordset("
+           f"NULL::{conn.dialect.identifier_preparer.format_table(table)}, %s::json){tail}")
     stamps = [c.name for c in table.columns if isinstance(c.type, UTCDateTime)]
     for row in rows:
         for name in stamps:
