@@ -12,16 +12,16 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, edits, lock, runs, schema
+from lsq_sync import db, lock, runs, schema
 from lsq_sync import leads as leads_mod
 from lsq_sync.client import LsqClient
 from lsq_sync.config import Config
-from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
+from lsq_sync.errors import LockedError, LsqSyncError
 from lsq_sync.logs import get_logger
-from lsq_sync.models import locks, sync_runs, task_edits, tasks
+from lsq_sync.models import locks, sync_runs
 from lsq_sync.progress import Progress
 from lsq_sync.pull import Puller, PullOptions
 from lsq_sync.push import Pusher
@@ -160,33 +160,25 @@ def sync(cfg: Config, options: PullOptions, ctx: Context | None = None) -> RunRe
     return _run(cfg, "sync", ctx or Context(), options=options)
 
 
-def preview_push(cfg: Config, emit: Callable[[str], Any]) -> int:
-    """push --dry-run: print each call it would make; no API call, no write."""
+def preview_push(cfg: Config, emit: Callable[[str], Any], *, offline: bool = False,
+                 ctx: Context | None = None) -> int:
+    """push --dry-run: read each lead with pending edits (unless `offline`), print each
+    task's merge and the call it would make; no Update is sent and nothing is written."""
     engine = open_store(cfg)
-    pusher = Pusher(engine=engine, client=None, counts=RunCounts(), log=get_logger(),
-                    notify_by=cfg.push.notify_by, max_edit_attempts=cfg.push.max_edit_attempts)
-    return pusher.preview(emit)
-
-
-def queue_edit(cfg: Config, task_id: str, fields: dict[str, Any]) -> int:
-    """Check an edit and insert it as pending; ConfigError says what is wrong with it."""
+    log = get_logger("lsq_sync.push")
+    client = None
+    if not offline:
+        cfg.lsq.require_credentials()
+        client = make_client(cfg, ctx or Context(), log, engine)
     try:
-        checked = edits.check(fields)
-    except edits.InvalidEdit as exc:
-        raise ConfigError(f"{exc}; nothing was queued") from None
-    engine = open_store(cfg)
-    with engine.begin() as conn:
-        task = conn.execute(select(tasks.c.deleted_at).where(tasks.c.task_id == task_id)).first()
-        if task is None:
-            raise ConfigError(f"task {task_id} is not in lsq_tasks; pull its lead first "
-                              f"(lsq-sync pull --lead-id LEAD); nothing was queued")
-        if task.deleted_at is not None:
-            raise ConfigError(f"task {task_id} was deleted in LeadSquared; nothing was queued")
-        result = conn.execute(insert(task_edits).values(
-            task_id=task_id, status="pending", attempts=0, created_at=utcnow(), **checked))
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
+        pusher = Pusher(engine=engine, client=client, counts=RunCounts(), log=log,
+                        notify_by=cfg.push.notify_by,
+                        max_edit_attempts=cfg.push.max_edit_attempts,
+                        on_conflict=cfg.push.on_conflict)
+        return pusher.preview(emit)
+    finally:
+        if client is not None:
+            client.close()
 
 
 def call_cap(cfg: Config, engine: Engine, run_id: int) -> int | None:
@@ -215,7 +207,9 @@ def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = 
             if command in ("push", "sync"):
                 pusher = Pusher(engine=engine, client=client, counts=counts, log=log,
                                 notify_by=cfg.push.notify_by,
-                                max_edit_attempts=cfg.push.max_edit_attempts, stop=ctx.stop)
+                                max_edit_attempts=cfg.push.max_edit_attempts,
+                                on_conflict=cfg.push.on_conflict,
+                                stop=ctx.stop)
                 pusher.run(run.id)
                 run.stopped = pusher.stopped
             if command in ("pull", "sync") and run.stopped is None:

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
-from lsq_sync import __version__, app, db, logs, runs, schema
+from lsq_sync import __version__, app, db, edit_queue, logs, runs, schema
 from lsq_sync import config as config_mod
 from lsq_sync.errors import (
     ApiError,
@@ -23,6 +23,7 @@ from lsq_sync.errors import (
     StoreError,
 )
 from lsq_sync.pull import PullOptions
+from lsq_sync.states import EditStatus
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ABORTED, EXIT_LOCKED = 0, 1, 2, 3, 75
 
@@ -224,23 +225,39 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
 
 @cli.command()
 @click.option("--dry-run", is_flag=True,
-              help="Print each task's request body (no credentials) and send nothing.")
+              help="Read each task from LeadSquared, then print its merge and the request "
+                   "body it would send (no credentials); send and change nothing.")
+@click.option("--offline", is_flag=True,
+              help="With --dry-run: merge against the synced state in lsq_tasks instead of "
+                   "reading the API (no call, no keys needed).")
 @pass_settings
-def push(settings: Settings, dry_run: bool) -> None:
+def push(settings: Settings, dry_run: bool, offline: bool) -> None:
     """Send pending edits from lsq_task_edits through Task.svc/Update.
 
-    Each task's pending edits are checked, merged in order (later values win)
-    and sent as one call whose body is the task's last synced state with the
-    edits laid over it. Sent edits become `sent` and lsq_tasks takes the new
-    values at once; rejected or invalid ones become `failed` with last_error;
-    transient failures stay `pending` until [push].max_edit_attempts runs have
-    tried. Exit status 1 when any edit failed in this run.
+    Right before a task's Update, the push reads the task's lead again (one
+    RetrieveTaskByLeadId call serves every task of that lead) and merges
+    field by field: fields no edit touches are sent as LeadSquared holds them
+    now; an edited field goes as edited unless LeadSquared changed it too
+    since the edit was made, which is a conflict settled by
+    [push].on_conflict (skip: hold the edits as `conflict`; local: send
+    anyway; remote: keep LeadSquared's value). A task deleted or moved in
+    LeadSquared is held as `conflict`. A task's edits merge in order (later
+    values win) into one call. Sent edits become `sent` and lsq_tasks takes
+    the merged state at once; rejected or invalid ones become `failed` with
+    last_error; transient failures stay `pending` until
+    [push].max_edit_attempts runs have tried. `lsq-sync edits` shows the
+    queue. Exit status 1 when any edit failed or conflicted in this run.
     """
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
+    if offline and not dry_run:
+        raise click.UsageError("--offline goes with --dry-run")
     if dry_run:
-        shown = app.preview_push(cfg, click.echo)
-        click.echo(f"dry run: {shown} task update(s) would be sent; nothing was sent or changed")
+        shown = app.preview_push(cfg, click.echo, offline=offline,
+                                 ctx=graceful(app.Context(tty=tty)))
+        against = "the synced state" if offline else "what LeadSquared holds now"
+        click.echo(f"dry run against {against}: {shown} task update(s) would be sent; "
+                   f"nothing was sent or changed")
         return
     run_exit(app.push(cfg, graceful(app.Context(tty=tty))))
 
@@ -279,15 +296,17 @@ def edit(settings: Settings, task_id: str, name: str | None, description: str | 
          owner_email: str | None) -> None:
     """Queue an edit of a task in lsq_task_edits; `lsq-sync push` sends it.
 
-    Only the given fields change; the rest of the task keeps its last synced
-    values. The task must have been pulled already.
+    Only the given fields change: the push reads the task again and sends
+    every other field as LeadSquared holds it then. The edit records the
+    synced state it was made against, so that a field changed in LeadSquared
+    since then is caught as a conflict. The task must have been pulled.
     """
     cfg = settings.config()
     settings.setup_logging(cfg)
     fields = {"name": name, "description": description, "due_date": due,
               "reminder_minutes": reminder, "owner_id": owner_id, "owner_email": owner_email,
               "notify_by": None if notify is None else ("1100" if notify else "1000")}
-    edit_id = app.queue_edit(cfg, task_id, fields)
+    edit_id = edit_queue.queue(app.open_store(cfg), task_id, fields)
     click.echo(f"queued edit {edit_id} for task {task_id}; `lsq-sync push` sends it")
 
 
@@ -356,8 +375,10 @@ def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
     if row is None:
         raise ConfigError(f"there is no run {run_id}; `lsq-sync runs` lists them")
     failed = runs.failed_leads(engine, run_id)
+    held = edit_queue.of_run(engine, run_id)
     if as_json:
-        click.echo(json.dumps({**_jsonable(row), "failed_leads": failed}))
+        click.echo(json.dumps({**_jsonable(row), "failed_leads": failed,
+                               "failed_edits": held}))
         return
     for key, value in row.items():
         shown = value.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(value, "strftime") else value
@@ -366,6 +387,89 @@ def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
         click.echo(f"failed leads ({len(failed)}):")
         for lead in failed:
             click.echo(f"  {lead['lead_id']}  {lead['error']}")
+    if held:
+        click.echo(f"failed or conflicting edits ({len(held)}):")
+        for item in held:
+            click.echo(f"  edit {item['id']} of task {item['task_id']}  {item['status']}: "
+                       f"{item['last_error']}")
+
+
+# -- edits ---------------------------------------------------------------------------------
+
+EDIT_STATUSES = [s.value for s in EditStatus]
+
+
+@cli.group("edits", cls=Group, invoke_without_command=True)
+@click.option("--status", type=click.Choice(EDIT_STATUSES), help="Only edits in this state.")
+@click.option("--task", "task_id", metavar="ID", help="Only the edits of this task.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="How many edits to show, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per edit, per line.")
+@click.pass_context
+def edits_cmd(ctx: click.Context, status: str | None, task_id: str | None, limit: int,
+              as_json: bool) -> None:
+    """List the edit queue (lsq_task_edits), newest first.
+
+    \b
+    Statuses: pending (waits for a push), sent, failed (rejected, invalid or
+    out of attempts), conflict (changed in LeadSquared too, or the task was
+    deleted or moved there), cancelled. `edits retry` and `edits cancel`
+    act on them.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    rows = edit_queue.listing(app.open_store(cfg), status=status, task_id=task_id, limit=limit)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(_jsonable(r)))
+        return
+    if not rows:
+        click.echo("no edits" + (" with that filter" if status or task_id else " queued yet"))
+        return
+    for r in rows:
+        when = r["created_at"].strftime("%Y-%m-%d %H:%M:%S") if r["created_at"] else "-"
+        sent = r["sent_at"].strftime("%Y-%m-%d %H:%M:%S") if r["sent_at"] else "-"
+        fields = ", ".join(f"{k}={v!r}" for k, v in r["fields"].items())
+        click.echo(f"{r['id']:>6}  {r['task_id']}  {r['status']:<9}  attempts {r['attempts']}"
+                   f"  created {when}  sent {sent}  {fields}")
+        if r["last_error"]:
+            click.echo(f"        {r['last_error']}")
+
+
+@edits_cmd.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--failed", is_flag=True, help="Every failed edit.")
+@click.option("--conflicts", is_flag=True, help="Every edit held as a conflict.")
+@pass_settings
+def edits_retry(settings: Settings, ids: tuple[int, ...], failed: bool, conflicts: bool) -> None:
+    """Make failed or conflicting edits pending again, for the next push.
+
+    Their attempts start again from 0, and each takes the synced state of its
+    task now as its base: pull first, so that a conflict is judged against
+    what LeadSquared holds.
+    """
+    if not (ids or failed or conflicts):
+        raise click.UsageError("name the edits to retry: IDs, --failed or --conflicts")
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    count = edit_queue.retry(app.open_store(cfg), ids, failed=failed, conflicts=conflicts)
+    click.echo(f"{count} edit(s) pending again; `lsq-sync push` sends them"
+               + ("" if count or not ids else " (sent and cancelled edits are not retried)"))
+
+
+@edits_cmd.command("cancel")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@pass_settings
+def edits_cancel(settings: Settings, ids: tuple[int, ...]) -> None:
+    """Mark edits cancelled: they are never sent. Sent edits stay sent."""
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    count = edit_queue.cancel(app.open_store(cfg), ids)
+    click.echo(f"{count} edit(s) cancelled" + ("" if count == len(set(ids)) else
+                                               "; the others were already sent or cancelled"))
 
 
 @cli.command()
@@ -445,6 +549,9 @@ share = click.FloatRange(0, 1)
               help="Every Nth lead always answers a 500 MX error (a logical error).")
 @click.option("--bad-record-every", type=click.IntRange(min=0), default=0, metavar="N",
               help="Every Nth lead lists a task with a wrongly typed field.")
+@click.option("--update-omitted", type=click.Choice(["keep", "clear"]), default="keep",
+              show_default=True, help="What Task.svc/Update does with a field its body "
+              "omits (undocumented for the real API).")
 @click.option("--account-host", metavar="URL",
               help="The API host UserByAccessKey.Get names (default: this server).")
 @click.option("--leads-db", metavar="URL",
@@ -453,7 +560,8 @@ share = click.FloatRange(0, 1)
 def simulate(port: int, leads: int, seed: int, max_tasks: int, rate_limit: str,
              throttle_status: str, latency: str, bare_500: float, malformed: float,
              html_502: float, drop: float, slow: float, slow_s: float, mx_error_every: int,
-             bad_record_every: int, account_host: str | None, leads_db: str | None) -> None:
+             bad_record_every: int, update_omitted: str, account_host: str | None,
+             leads_db: str | None) -> None:
     """Serve a local LeadSquared-compatible API for trying and testing.
 
     It answers RetrieveTaskByLeadId, Task.svc/Update and
@@ -473,7 +581,8 @@ def simulate(port: int, leads: int, seed: int, max_tasks: int, rate_limit: str,
         raise click.BadParameter("the fault shares add up to more than 1")
     sim_cfg = SimConfig(leads=leads, seed=seed, max_tasks=max_tasks, rate_calls=calls,
                         rate_period_s=period, throttle_status=int(throttle_status),
-                        account_host=account_host, faults=faults)
+                        account_host=account_host, update_omitted=update_omitted,
+                        faults=faults)
     try:
         sim = Simulator(sim_cfg, port=port)
     except OSError as exc:

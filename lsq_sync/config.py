@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lsq_sync.errors import ConfigError
+from lsq_sync.states import OnConflict
 
 ENV_CONFIG = "LSQ_SYNC_CONFIG"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -89,6 +90,7 @@ class LeadsConfig:
 class PushConfig:
     notify_by: str = "1000"
     max_edit_attempts: int = 10
+    on_conflict: OnConflict = "skip"   # see edits.plan
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,8 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
     "database": (DatabaseConfig, {"url": _db_url}),
     "leads": (LeadsConfig, {"url": _leads_url, "query": _query}),
     "push": (PushConfig, {"notify_by": _choice("1100", "1000"),
-                          "max_edit_attempts": _int(1)}),
+                          "max_edit_attempts": _int(1),
+                          "on_conflict": _choice("skip", "local", "remote")}),
     "log": (LogConfig, {"format": _choice("auto", "json", "console"),
                         "level": _choice("debug", "info", "warning", "error")}),
 }

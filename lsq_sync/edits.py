@@ -1,4 +1,4 @@
-"""Queued edits: check each one, merge a task's edits in order, build the Update body."""
+"""Queued edits: check each one, merge them three ways with the CRM's state, build the Update."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from lsq_sync.states import OnConflict
 
 GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -105,44 +107,89 @@ def merge(edits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def body(task: Mapping[str, Any], merged: Mapping[str, Any], default_notify: str
+# What an edit can change, as lsq_tasks columns: the fields of a task's snapshot. The
+# lead is in it too: an Update names the lead, and a task moved in the CRM must not be
+# moved back by an edit made before the move.
+SNAPSHOT_FIELDS = ("name", "description", "due_date", "reminder_minutes", "owner_id", "lead_id")
+
+
+def snapshot(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's editable fields as plain JSON values (an lsq_tasks row or a parsed task).
+
+    Edits record the snapshot they were made against (`base`); a push compares the CRM's
+    current snapshot with it.
+    """
+    shot = {name: task.get(name) for name in SNAPSHOT_FIELDS}
+    due = shot["due_date"]
+    if isinstance(due, datetime):
+        shot["due_date"] = due.strftime(DUE_FORMAT)
+    return shot
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    if name in ("owner_id", "lead_id") and isinstance(a, str) and isinstance(b, str):
+        return a.strip().lower() == b.strip().lower()  # GUIDs come in either case
+    if name in ("name", "description"):
+        return (a or "") == (b or "")  # the API gives "" and null for an empty text alike
+    return bool(a == b)
+
+
+def body(task: Mapping[str, Any], values: Mapping[str, Any], default_notify: str
          ) -> dict[str, Any]:
-    """Task.svc/Update's JSON: the task's last synced state with the edit laid over it."""
-    due = merged.get("due_date")
-    if due is None and task.get("due_date") is not None:
-        due = task["due_date"].strftime(DUE_FORMAT)
+    """Task.svc/Update's JSON: `task` (the CRM's current state, as columns) with `values`
+    laid over it. Every field is sent, so the call is right whether Update keeps or clears
+    the fields a body omits."""
+    shot = snapshot(task)
     payload: dict[str, Any] = {
         "UserTaskId": task["task_id"],
-        "Name": merged.get("name", task.get("name")),
-        "Description": merged.get("description", task.get("description")),
+        "Name": values.get("name", shot["name"]),
+        "Description": values.get("description", shot["description"]),
         "RelatedEntity": 1,
-        "RelatedEntityId": task["lead_id"],
-        "DueDate": due,
-        "Reminder": merged.get("reminder_minutes", task.get("reminder_minutes")),
-        "NotifyBy": merged.get("notify_by", default_notify),
+        "RelatedEntityId": shot["lead_id"],
+        "DueDate": values.get("due_date", shot["due_date"]),
+        "Reminder": values.get("reminder_minutes", shot["reminder_minutes"]),
+        "NotifyBy": values.get("notify_by", default_notify),
     }
-    if "owner_email" in merged:
-        payload["OwnerEmailAddress"] = merged["owner_email"]
+    if "owner_email" in values:
+        payload["OwnerEmailAddress"] = values["owner_email"]
     else:
-        payload["OwnerId"] = merged.get("owner_id", task.get("owner_id"))
+        payload["OwnerId"] = values.get("owner_id", shot["owner_id"])
     return {k: v for k, v in payload.items() if v is not None}
 
 
 @dataclass
+class Edit:
+    """One checked edit and the synced state it was made against."""
+
+    id: int
+    fields: dict[str, Any]
+    base: dict[str, Any]
+
+
+@dataclass
 class TaskEdits:
-    """The pending edits of one task, split into those that can go and those that cannot."""
+    """The pending edits of one task: those that can go, and those that cannot."""
 
     task_id: str
-    ids: list[int] = field(default_factory=list)            # edits merged into `payload`
-    rejected: dict[int, str] = field(default_factory=dict)  # edit id -> why not
-    payload: dict[str, Any] | None = None
-    changes: dict[str, Any] = field(default_factory=dict)   # what lsq_tasks takes on success
+    lead_id: str | None = None
+    edits: list[Edit] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)   # edit id -> why not
+    new_bases: dict[int, dict[str, Any]] = field(default_factory=dict)  # to record now
+    synced: dict[str, Any] | None = None     # its lsq_tasks row
+
+    @property
+    def ids(self) -> list[int]:
+        return [e.id for e in self.edits]
 
 
-def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, Any] | None,
-            default_notify: str) -> TaskEdits:
-    """Check, merge and build the call for one task's pending edits (rows oldest first)."""
-    result = TaskEdits(task_id)
+def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, Any] | None
+            ) -> TaskEdits:
+    """Check one task's pending edits (rows oldest first) against its lsq_tasks row.
+
+    An edit without a base (a row another system inserted) takes the synced state now,
+    the first time a push sees it; `new_bases` lists those, for the caller to record.
+    """
+    result = TaskEdits(task_id, synced=dict(task) if task is not None else None)
     if task is None:
         for row in rows:
             result.rejected[row["id"]] = (f"task {task_id} is not in lsq_tasks; pull its lead "
@@ -153,18 +200,121 @@ def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, 
         for row in rows:
             result.rejected[row["id"]] = f"task {task_id} was deleted in LeadSquared ({when} UTC)"
         return result
-    checked = []
+    result.lead_id = task["lead_id"]
+    synced = snapshot(task)
     for row in rows:
         try:
-            checked.append(check(row))
-            result.ids.append(row["id"])
+            checked = check(row)
         except InvalidEdit as exc:
             result.rejected[row["id"]] = str(exc)
-    if checked:
-        merged = merge(checked)
-        result.payload = body(task, merged, default_notify)
-        result.changes = {k: merged[k] for k in ("name", "description", "reminder_minutes",
-                                                 "owner_id") if k in merged}
-        if "due_date" in merged:
-            result.changes["due_date"] = merged["due_date"]
+            continue
+        base = row.get("base")
+        if not isinstance(base, dict) or not set(SNAPSHOT_FIELDS) <= set(base):
+            base = synced
+            result.new_bases[row["id"]] = synced
+        result.edits.append(Edit(row["id"], checked, base))
+    return result
+
+
+@dataclass
+class Conflict:
+    """A field changed both here (local) and in the CRM (remote) since the edit's base."""
+
+    field: str
+    base: Any
+    remote: Any
+    local: Any
+
+    def __str__(self) -> str:
+        return f"{self.field}: base {self.base!r}, remote {self.remote!r}, local {self.local!r}"
+
+
+Outcome = Literal["send", "conflict", "gone", "applied", "dropped"]
+
+
+@dataclass
+class Plan:
+    """What a push does with one task's edits, given what the CRM holds now.
+
+    send: `payload` goes out. conflict: held, nothing sent. gone: the task is no longer
+    under its lead. applied: the CRM already holds every edited value (nothing to send).
+    dropped: on_conflict = "remote" dropped every edited field.
+    """
+
+    task_id: str
+    ids: list[int]
+    outcome: Outcome
+    payload: dict[str, Any] | None = None
+    values: dict[str, Any] = field(default_factory=dict)     # the edited values sent
+    remote: dict[str, Any] = field(default_factory=dict)     # the CRM's snapshot
+    conflicts: list[Conflict] = field(default_factory=list)  # held (skip)
+    overwritten: list[Conflict] = field(default_factory=list)  # sent anyway (local)
+    dropped: list[Conflict] = field(default_factory=list)    # kept the CRM's (remote)
+    message: str | None = None
+
+    def describe(self) -> str | None:
+        """What last_error says about this plan, if anything."""
+        if self.outcome == "conflict":
+            return ("conflict with a change in LeadSquared (on_conflict = skip): "
+                    + "; ".join(map(str, self.conflicts))
+                    + "; `lsq-sync edits retry ID` sends it against the new state")
+        if self.outcome == "gone":
+            return self.message
+        if self.dropped:
+            return ("kept LeadSquared's value (on_conflict = remote): "
+                    + "; ".join(map(str, self.dropped)))
+        return None
+
+
+def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: str,
+         on_conflict: OnConflict = "skip") -> Plan:
+    """The three-way merge of one task's edits: base (what each edit was made against),
+    remote (what LeadSquared holds now, as columns; None if the task is no longer under
+    its lead) and local (the edits, later ones winning field by field).
+
+    A field no edit touches is sent as the CRM holds it; an edited field whose remote
+    value equals its base or its local value is sent as edited; one that differs from both
+    is a conflict, settled by `on_conflict`.
+    """
+    result = Plan(prepared.task_id, prepared.ids, "send")
+    if remote is None:
+        result.outcome = "gone"
+        result.message = (f"task {prepared.task_id} is no longer under lead {prepared.lead_id} "
+                          f"in LeadSquared (deleted or moved); nothing was sent; pull, then "
+                          f"`lsq-sync edits retry`")
+        return result
+    result.remote = now = snapshot(remote)
+    local: dict[str, tuple[Any, Any]] = {}  # field -> (local value, that edit's base value)
+    notify = default_notify
+    for edit in prepared.edits:
+        if "owner_id" in edit.fields or "owner_email" in edit.fields:
+            local.pop("owner_id", None)
+            local.pop("owner_email", None)
+        for name, value in edit.fields.items():
+            if name == "notify_by":
+                notify = value
+                continue
+            local[name] = (value, edit.base.get("owner_id" if name == "owner_email" else name))
+    for name, (value, base) in local.items():
+        column = "owner_id" if name == "owner_email" else name
+        # An owner given by email cannot be compared with the CRM's owner id.
+        if name != "owner_email" and _same(column, value, now[column]):
+            continue
+        if _same(column, now[column], base):
+            result.values[name] = value
+            continue
+        conflict = Conflict(name, base, now[column], value)
+        if on_conflict == "local":
+            result.values[name] = value
+            result.overwritten.append(conflict)
+        elif on_conflict == "remote":
+            result.dropped.append(conflict)
+        else:
+            result.conflicts.append(conflict)
+    if result.conflicts:
+        result.outcome = "conflict"
+    elif not result.values:
+        result.outcome = "dropped" if result.dropped else "applied"
+    else:
+        result.payload = body(remote, {**result.values, "notify_by": notify}, default_notify)
     return result

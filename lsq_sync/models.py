@@ -74,6 +74,10 @@ task_edits = Table(
     Column("last_error", Text),
     Column("created_at", UTCDateTime(), server_default=utc_timestamp()),
     Column("sent_at", UTCDateTime()),
+    # The synced state of the task the edit was made against (a snapshot of the fields an
+    # edit can change, see edits.snapshot): the base of the three-way merge at push time.
+    Column("base", json_type()),
+    Column("run_id", Integer),  # the run that last tried the edit
     Index(None, "status", "task_id"),
 )
 
@@ -92,6 +96,7 @@ sync_runs = Table(
     Column("tasks_deleted", Integer, nullable=False, server_default=text("0")),
     Column("edits_sent", Integer, nullable=False, server_default=text("0")),
     Column("edits_failed", Integer, nullable=False, server_default=text("0")),
+    Column("edits_conflict", Integer, nullable=False, server_default=text("0")),
     Column("api_calls", Integer, nullable=False, server_default=text("0")),
     Column("throttled", Integer, nullable=False, server_default=text("0")),
     Column("error", Text),

@@ -1,10 +1,11 @@
-"""The push: claim tasks with pending edits, send one merged Update each, record outcomes."""
+"""The push: claim tasks with pending edits, read each lead again, merge, send, record."""
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -15,45 +16,76 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync import runs
 from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
-from lsq_sync.edits import EDIT_FIELDS, TaskEdits, prepare
+from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
 from lsq_sync.errors import ApiError, AuthError, RejectedError, StoreError
 from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
+from lsq_sync.ratelimit import Stopped
 from lsq_sync.runs import RunCounts
+from lsq_sync.states import EditStatus, OnConflict
+from lsq_sync.store import LeadOutcome, raw_hash, write_batch
 from lsq_sync.tasks import parse_date
 from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
 from lsq_sync.workers import Workers
 
 LEASE = timedelta(minutes=10)
-PAGE = 25  # tasks claimed at a time: about one window of the default limit
+PAGE = 25  # leads claimed at a time: about one window of the default limit
 
-PENDING = or_(task_edits.c.status.is_(None), task_edits.c.status == "pending")
+PENDING = or_(task_edits.c.status.is_(None), task_edits.c.status == EditStatus.PENDING)
+_WITH_TASK = task_edits.outerjoin(tasks, tasks.c.task_id == task_edits.c.task_id)
 
 
 def pending_pages(engine: Engine, page: int = PAGE) -> Iterator[list[str]]:
-    """Task ids with pending edits, oldest first edit first, a page at a time.
+    """Task ids with pending edits, `page` leads at a time (all the pending tasks of each),
+    the lead with the oldest pending edit first. Tasks not in lsq_tasks come as one group.
 
-    A task left pending in this run (a transient failure) is not offered again, since
-    its oldest pending edit is behind the page marker.
+    A lead whose tasks stay pending in this run (a transient failure) is not offered again,
+    since its oldest pending edit is behind the page marker.
     """
     after = 0
+    first = func.min(task_edits.c.id).label("first")
     while True:
         with engine.connect() as conn:
-            first = func.min(task_edits.c.id).label("first")
-            rows = conn.execute(
-                select(task_edits.c.task_id, first).where(PENDING)
-                .group_by(task_edits.c.task_id).having(first > after)
-                .order_by(first).limit(page)).all()
-        if not rows:
-            return
-        yield [row.task_id for row in rows]
-        after = rows[-1].first
+            leads = conn.execute(
+                select(tasks.c.lead_id, first).select_from(_WITH_TASK).where(PENDING)
+                .group_by(tasks.c.lead_id).having(first > after).order_by(first)
+                .limit(page)).all()
+            if not leads:
+                return
+            named = [row.lead_id for row in leads if row.lead_id is not None]
+            which = [tasks.c.lead_id.in_(named)] if named else []
+            if len(named) < len(leads):
+                which.append(tasks.c.task_id.is_(None))
+            task_first = func.min(task_edits.c.id)
+            ids = conn.execute(
+                select(task_edits.c.task_id).select_from(_WITH_TASK)
+                .where(PENDING, or_(*which)).group_by(task_edits.c.task_id)
+                .order_by(task_first)).scalars().all()
+        yield list(ids)
+        after = leads[-1].first
 
 
 @dataclass
 class Sent:
+    """One task's plan, and what the API said to its Update (if one was sent)."""
+
     task: TaskEdits
+    plan: Plan
+    remote: Mapping[str, Any] | None = None   # the task as just read
     error: ApiError | None = None
+
+
+@dataclass
+class LeadPush:
+    """The work and outcome of one lead: one read, then an Update per task that needs one."""
+
+    lead_id: str
+    tasks: list[TaskEdits]
+    rows: list[dict[str, Any]] | None = None   # what the read returned
+    read_error: ApiError | None = None
+    done: list[Sent] = field(default_factory=list)
+    untried: list[TaskEdits] = field(default_factory=list)  # the run stopped first
+    fatal: AuthError | None = None
 
 
 class Pusher:
@@ -61,6 +93,7 @@ class Pusher:
 
     def __init__(self, *, engine: Engine, client: LsqClient | None, counts: RunCounts,
                  log: Any, notify_by: str, max_edit_attempts: int,
+                 on_conflict: OnConflict = "skip",
                  stop: threading.Event | None = None) -> None:
         self.engine = engine
         self.client = client
@@ -68,6 +101,7 @@ class Pusher:
         self.log = log
         self.notify_by = notify_by
         self.max_edit_attempts = max_edit_attempts
+        self.on_conflict = on_conflict
         self.stop = stop or threading.Event()
         self.stopped: str | None = None
 
@@ -75,29 +109,114 @@ class Pusher:
 
     def load(self, conn: Connection, task_id: str) -> TaskEdits:
         # Only the fields an edit carries: other systems may have put anything in the rest.
-        columns = [task_edits.c.id, *(task_edits.c[name] for name in EDIT_FIELDS)]
+        columns = [task_edits.c.id, task_edits.c.base,
+                   *(task_edits.c[name] for name in EDIT_FIELDS)]
         rows = conn.execute(select(*columns).where(task_edits.c.task_id == task_id, PENDING)
                             .order_by(task_edits.c.id)).mappings().all()
         task = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
-        return prepare(task_id, [dict(r) for r in rows], dict(task) if task else None,
-                       self.notify_by)
+        return prepare(task_id, [dict(r) for r in rows], dict(task) if task else None)
+
+    def settle_statuses(self, run_id: int) -> int:
+        """Statuses other systems wrote: 'Pending', ' SENT ' mean themselves; any other
+        value is marked failed, with a reason, so that no row waits forever unreported.
+        Returns how many were marked failed."""
+        known = [s.value for s in EditStatus]
+        failed = 0
+        try:
+            with self.engine.begin() as conn:
+                odd = conn.execute(select(task_edits.c.status).distinct().where(
+                    task_edits.c.status.is_not(None),
+                    task_edits.c.status.not_in(known))).scalars().all()
+                for value in odd:
+                    status = EditStatus.parse(value if isinstance(value, str) else None)
+                    if status is None or not isinstance(value, str):
+                        shown = repr(value)[:40]
+                        failed += int(conn.execute(update(task_edits).where(
+                            task_edits.c.status == value).values(
+                            status=EditStatus.FAILED, run_id=run_id,
+                            last_error=f"unknown status {shown}; use NULL or 'pending'"
+                        )).rowcount or 0)
+                    else:
+                        conn.execute(update(task_edits).where(task_edits.c.status == value)
+                                     .values(status=status))
+                if failed:
+                    runs.save_counts(conn, run_id, self._bump(edits_failed=failed))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the edit queue: {describe(exc)}") from None
+        if failed:
+            self._commit_counts(edits_failed=failed)
+            self.log.warning("edits_with_unknown_status", edits=failed,
+                             action="marked failed; set status to NULL or 'pending' to send")
+        return failed
+
+    def _prepare_page(self, run_id: int | None, task_ids: list[str]) -> list[TaskEdits]:
+        with self.engine.connect() as conn:
+            prepared = [self.load(conn, task_id) for task_id in task_ids]
+        bases = {i: b for p in prepared for i, b in p.new_bases.items()}
+        if bases and run_id is not None:  # a preview records nothing
+            with self.engine.begin() as conn:
+                for edit_id, base in bases.items():
+                    conn.execute(update(task_edits).where(task_edits.c.id == edit_id)
+                                 .values(base=base))
+        return prepared
+
+    @staticmethod
+    def by_lead(prepared: list[TaskEdits]) -> dict[str, list[TaskEdits]]:
+        groups: dict[str, list[TaskEdits]] = {}
+        for item in prepared:
+            if item.edits and item.lead_id is not None:
+                groups.setdefault(item.lead_id, []).append(item)
+        return groups
+
+    # -- preview -------------------------------------------------------------------------
 
     def preview(self, emit: Callable[[str], Any]) -> int:
-        """--dry-run: what each task's call would be, changing nothing. Returns task count."""
-        import json
-        shown = 0
+        """push --dry-run: each task's merge and the call it would make; with a client it
+        reads every lead from the API first, without one (--offline) it merges against the
+        synced state. Changes nothing. Returns how many Update calls would be sent."""
+        would_send = 0
         for page in pending_pages(self.engine):
-            with self.engine.connect() as conn:
-                for task_id in page:
-                    prepared = self.load(conn, task_id)
-                    for edit_id, why in prepared.rejected.items():
-                        emit(f"edit {edit_id} of task {task_id} would fail: {why}")
-                    if prepared.payload is not None:
-                        ids = ", ".join(map(str, prepared.ids))
-                        emit(f"task {task_id} (edits {ids}): POST /v2/Task.svc/Update "
-                             f"{json.dumps(prepared.payload, sort_keys=True)}")
-                        shown += 1
-        return shown
+            prepared = self._prepare_page(None, page)
+            for item in prepared:
+                for edit_id, why in item.rejected.items():
+                    emit(f"edit {edit_id} of task {item.task_id} would fail: {why}")
+            for lead_id, items in self.by_lead(prepared).items():
+                if self.client is None:
+                    remote = {i.task_id: i.synced for i in items if i.synced is not None}
+                else:
+                    try:
+                        rows = self.client.retrieve_tasks(lead_id)
+                    except AuthError:
+                        raise
+                    except ApiError as exc:
+                        emit(f"lead {lead_id}: cannot read its tasks ({exc}); the edits of "
+                             f"{', '.join(i.task_id for i in items)} would wait")
+                        continue
+                    remote = {row["task_id"]: row for row in rows}
+                for item in items:
+                    decided = plan(item, remote.get(item.task_id), self.notify_by,
+                                   self.on_conflict)
+                    would_send += decided.outcome == "send"
+                    for line in self._explain(decided):
+                        emit(line)
+        return would_send
+
+    def _explain(self, decided: Plan) -> list[str]:
+        head = f"task {decided.task_id} (edits {', '.join(map(str, decided.ids))})"
+        if decided.outcome == "send":
+            lines = [f"{head}: POST /v2/Task.svc/Update "
+                     f"{json.dumps(decided.payload, sort_keys=True)}"]
+            for name, value in decided.values.items():
+                column = "owner_id" if name == "owner_email" else name
+                lines.append(f"  {name}: LeadSquared has {decided.remote.get(column)!r}, "
+                             f"sends {value!r}")
+            lines += [f"  overwrites a change made in LeadSquared: {c}"
+                      for c in decided.overwritten]
+            lines += [f"  keeps LeadSquared's value: {c}" for c in decided.dropped]
+            return lines
+        if decided.outcome == "applied":
+            return [f"{head}: nothing to send, LeadSquared already holds the edited values"]
+        return [f"{head}: held, nothing sent: {decided.describe()}"]
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -122,45 +241,67 @@ class Pusher:
             cond = and_(cond, edit_claims.c.task_id == task_id)
         conn.execute(delete(edit_claims).where(cond))
 
-    # -- sending -------------------------------------------------------------------------
+    # -- sending (worker threads) --------------------------------------------------------
 
-    def _send(self, prepared: TaskEdits) -> Sent:
-        assert self.client is not None and prepared.payload is not None
+    def _push_lead(self, job: LeadPush) -> LeadPush:
+        """Read the lead's tasks, merge each task's edits with what the CRM holds now, and
+        send the Updates that are needed. Nothing is sent that was not just read."""
+        assert self.client is not None
         try:
-            self.client.update_task(prepared.payload)
-            return Sent(prepared)
+            job.rows = self.client.retrieve_tasks(job.lead_id)
         except AuthError:
             raise
         except ApiError as exc:
-            return Sent(prepared, exc)
+            job.read_error = exc
+            return job
+        remote = {row["task_id"]: row for row in job.rows}
+        for i, item in enumerate(job.tasks):
+            row = remote.get(item.task_id)
+            decided = plan(item, row, self.notify_by, self.on_conflict)
+            if decided.outcome != "send":
+                job.done.append(Sent(item, decided, row))
+                continue
+            assert decided.payload is not None
+            try:
+                self.client.update_task(decided.payload)
+                job.done.append(Sent(item, decided, row))
+            except Stopped:
+                job.untried = job.tasks[i:]
+                break
+            except AuthError as exc:
+                job.fatal = exc
+                job.untried = job.tasks[i:]
+                break
+            except ApiError as exc:
+                job.done.append(Sent(item, decided, row, exc))
+        return job
 
     def run(self, run_id: int) -> RunCounts:
         assert self.client is not None
-        workers: Workers[TaskEdits, Sent] = Workers(
-            self._send, self.client.cfg.concurrency, self.client.limiter.stop)
+        self.settle_statuses(run_id)
+        workers: Workers[LeadPush, LeadPush] = Workers(
+            self._push_lead, self.client.cfg.concurrency, self.client.limiter.stop)
         abort: BaseException | None = None
         try:
             for page in pending_pages(self.engine):
                 if self._stopping():
                     break
-                queue: list[TaskEdits] = []
-                for task_id in self.claim(run_id, page):
-                    with self.engine.connect() as conn:
-                        prepared = self.load(conn, task_id)
-                    self._record_rejected(run_id, prepared)
-                    if prepared.payload is None:
+                prepared = self._prepare_page(run_id, self.claim(run_id, page))
+                for item in prepared:
+                    self._record_rejected(run_id, item)
+                    if not item.edits:
                         with self.engine.begin() as conn:
-                            self.release(conn, run_id, task_id)
-                    else:
-                        queue.append(prepared)
+                            self.release(conn, run_id, item.task_id)
+                queue = [LeadPush(lead, items) for lead, items in self.by_lead(prepared).items()]
                 while (queue or workers.in_flight) and abort is None:
                     if self._stopping():
                         queue.clear()  # their claims are released below; they stay pending
                     while queue and workers.has_room():
                         workers.submit(queue.pop(0))
                     done, fatal = workers.collect(timeout=0.5, fatal=AuthError)
-                    for sent in done:
-                        self._record(run_id, sent)
+                    for job in done:
+                        self._record_lead(run_id, job)
+                        fatal = fatal or job.fatal
                     if fatal is not None:
                         abort = abort or fatal
                         self.client.limiter.stop.set()
@@ -190,6 +331,31 @@ class Pusher:
 
     # -- recording (one transaction per task, so no outcome is lost to another's failure) --
 
+    def _record_lead(self, run_id: int, job: LeadPush) -> None:
+        if job.rows is not None:
+            # The read is a pull of that lead: written the way a pull writes it.
+            outcome = LeadOutcome(0, job.lead_id, rows=job.rows)
+            try:
+                with self.engine.begin() as conn:
+                    written = write_batch(conn, [outcome], run_id=run_id, now=utcnow())
+                    runs.save_counts(conn, run_id, self._bump(
+                        tasks_upserted=written.upserted, tasks_deleted=written.deleted))
+            except SQLAlchemyError as exc:
+                raise StoreError(f"cannot write lead {job.lead_id}: {describe(exc)}") from None
+            self._commit_counts(tasks_upserted=written.upserted, tasks_deleted=written.deleted)
+        if job.read_error is not None:
+            error = job.read_error
+            for item in job.tasks:
+                self._record_error(run_id, item, ApiError(
+                    f"cannot read the task's current state from LeadSquared: {error}",
+                    exception_type=error.exception_type, status_code=error.status_code))
+        for sent in job.done:
+            self._record(run_id, sent)
+        if job.untried:
+            with self.engine.begin() as conn:
+                for item in job.untried:
+                    self.release(conn, run_id, item.task_id)
+
     def _record_rejected(self, run_id: int, prepared: TaskEdits) -> None:
         if not prepared.rejected:
             return
@@ -198,7 +364,7 @@ class Pusher:
             with self.engine.begin() as conn:
                 for edit_id, why in prepared.rejected.items():
                     conn.execute(update(task_edits).where(task_edits.c.id == edit_id).values(
-                        status="failed", last_error=why[:2000]))
+                        status=EditStatus.FAILED, last_error=why[:2000], run_id=run_id))
                 runs.save_counts(conn, run_id, self._bump(edits_failed=len(prepared.rejected)))
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record edit outcomes: {describe(exc)}") from None
@@ -208,45 +374,86 @@ class Pusher:
                              reason="invalid", error=why, at=now.isoformat())
 
     def _record(self, run_id: int, sent: Sent) -> None:
-        prepared, error = sent.task, sent.error
-        now = utcnow()
-        ids = prepared.ids
+        decided = sent.plan
+        if sent.error is not None:
+            self._record_error(run_id, sent.task, sent.error)
+            return
+        ids = decided.ids
+        rows = task_edits.c.id.in_(ids)
         attempts = func.coalesce(task_edits.c.attempts, 0) + 1
-        failed = 0
+        now = utcnow()
+        counts: dict[str, int] = {}
         try:
             with self.engine.begin() as conn:
-                rows = task_edits.c.id.in_(ids)
-                if error is None:
+                if decided.outcome == "send":
                     conn.execute(update(task_edits).where(rows).values(
-                        status="sent", sent_at=now, attempts=attempts, last_error=None))
-                    self._apply(conn, prepared)
-                elif isinstance(error, RejectedError):
+                        status=EditStatus.SENT, sent_at=now, attempts=attempts, run_id=run_id,
+                        last_error=decided.describe()))
+                    assert sent.remote is not None
+                    self._apply(conn, decided, sent.remote)
+                    counts["edits_sent"] = len(ids)
+                elif decided.outcome == "applied":
                     conn.execute(update(task_edits).where(rows).values(
-                        status="failed", attempts=attempts, last_error=self._why(error)))
+                        status=EditStatus.SENT, sent_at=now, run_id=run_id, last_error=None))
+                    counts["edits_sent"] = len(ids)
+                elif decided.outcome == "dropped":
+                    conn.execute(update(task_edits).where(rows).values(
+                        status=EditStatus.CANCELLED, run_id=run_id,
+                        last_error=decided.describe()))
+                else:  # conflict, gone
+                    conn.execute(update(task_edits).where(rows).values(
+                        status=EditStatus.CONFLICT, run_id=run_id,
+                        last_error=(decided.describe() or "")[:4000]))
+                    counts["edits_conflict"] = len(ids)
+                runs.save_counts(conn, run_id, self._bump(**counts))
+                self.release(conn, run_id, decided.task_id)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record the outcome of task {decided.task_id}'s edits: "
+                             f"{describe(exc)}") from None
+        self._commit_counts(**counts)
+        fields = {"task_id": decided.task_id, "edit_ids": ids}
+        if decided.outcome == "send":
+            self.log.info("edits_sent", **fields, fields=sorted(decided.values))
+            for conflict in decided.overwritten:
+                self.log.warning("crm_change_overwritten", **fields, field=conflict.field,
+                                 base=conflict.base, remote=conflict.remote,
+                                 local=conflict.local, policy="on_conflict = local")
+        elif decided.outcome == "applied":
+            self.log.info("edits_already_applied", **fields)
+        elif decided.outcome == "dropped":
+            self.log.warning("edits_dropped", **fields, reason=decided.describe())
+        else:
+            self.log.warning("edit_conflict", **fields, reason=decided.describe())
+
+    def _record_error(self, run_id: int, prepared: TaskEdits, error: ApiError) -> None:
+        ids = prepared.ids
+        rows = task_edits.c.id.in_(ids)
+        attempts = func.coalesce(task_edits.c.attempts, 0) + 1
+        try:
+            with self.engine.begin() as conn:
+                if isinstance(error, RejectedError):  # the same body fails the same way
+                    conn.execute(update(task_edits).where(rows).values(
+                        status=EditStatus.FAILED, attempts=attempts, run_id=run_id,
+                        last_error=self._why(error)))
                     failed = len(ids)
                 else:
                     conn.execute(update(task_edits).where(rows).values(
-                        attempts=attempts, last_error=self._why(error)))
+                        attempts=attempts, run_id=run_id, last_error=self._why(error)))
                     conn.execute(update(task_edits).where(
                         rows, task_edits.c.attempts >= self.max_edit_attempts
-                    ).values(status="failed"))
+                    ).values(status=EditStatus.FAILED))
                     failed = conn.execute(select(func.count()).select_from(task_edits).where(
-                        rows, task_edits.c.status == "failed")).scalar_one()
-                sent_count = len(ids) if error is None else 0
-                runs.save_counts(conn, run_id, self._bump(edits_sent=sent_count,
-                                                          edits_failed=failed))
+                        rows, task_edits.c.status == EditStatus.FAILED)).scalar_one()
+                runs.save_counts(conn, run_id, self._bump(edits_failed=failed))
                 self.release(conn, run_id, prepared.task_id)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record the outcome of task {prepared.task_id}'s edits: "
                              f"{describe(exc)}") from None
-        self._commit_counts(edits_sent=len(ids) if error is None else 0, edits_failed=failed)
-        if error is None:
-            self.log.info("edits_sent", task_id=prepared.task_id, edit_ids=ids)
-        else:
-            self.log.warning("edit_failed" if failed else "edit_retry_later",
-                             task_id=prepared.task_id, edit_ids=ids,
-                             error=type(error).__name__, exception_type=error.exception_type,
-                             message=str(error))
+        self._commit_counts(edits_failed=failed)
+        self.log.warning("edit_failed" if failed else "edit_retry_later",
+                         task_id=prepared.task_id, edit_ids=ids,
+                         error=type(error).__name__, exception_type=error.exception_type,
+                         message=str(error))
 
     @staticmethod
     def _why(error: ApiError) -> str:
@@ -255,14 +462,31 @@ class Pusher:
         return (text if text.startswith(kind) else kind + text)[:2000]
 
     @staticmethod
-    def _apply(conn: Connection, prepared: TaskEdits) -> None:
-        """Lay the sent values over lsq_tasks now; the next pull brings the rest."""
-        values = dict(prepared.changes)
-        if "due_date" in values:
-            values["due_date"] = parse_date(values["due_date"])
-        if values:
-            conn.execute(update(tasks).where(tasks.c.task_id == prepared.task_id)
-                         .values(**values))
+    def _apply(conn: Connection, decided: Plan, remote: Mapping[str, Any]) -> None:
+        """lsq_tasks takes the merged state at once: the CRM's row as just read with the
+        sent values laid over it, `raw` and `raw_hash` included, so that the next pull
+        notices any later change (the CRM setting an old value back, say)."""
+        raw = dict(remote["raw"])
+        values: dict[str, Any] = {"lead_id": remote["lead_id"], "deleted_at": None}
+        owner_known = True
+        for name, value in decided.values.items():
+            if name == "due_date":
+                values["due_date"] = parse_date(value)
+                raw["DueDate"] = value
+            elif name == "reminder_minutes":
+                values[name] = value
+                raw["Reminder"] = str(value)
+            elif name in ("owner_id", "owner_email"):
+                # The new owner's name (and, by email, its id) comes with the next pull.
+                values["owner_id"] = value if name == "owner_id" else None
+                values["owner_name"] = None
+                owner_known = False
+            else:
+                values[name] = value
+                raw["Name" if name == "name" else "Description"] = value
+        values["raw"] = raw
+        values["raw_hash"] = raw_hash(raw) if owner_known else None
+        conn.execute(update(tasks).where(tasks.c.task_id == decided.task_id).values(**values))
 
     def _bump(self, **more: int) -> RunCounts:
         counts = RunCounts(**self.counts.as_dict())
@@ -276,5 +500,3 @@ class Pusher:
     def _commit_counts(self, **more: int) -> None:
         for name, value in more.items():
             setattr(self.counts, name, getattr(self.counts, name) + value)
-
-

@@ -25,6 +25,7 @@ class RunCounts:
     tasks_deleted: int = 0
     edits_sent: int = 0
     edits_failed: int = 0
+    edits_conflict: int = 0
     api_calls: int = 0
     throttled: int = 0
 
@@ -33,7 +34,7 @@ class RunCounts:
 
     @property
     def failures(self) -> int:
-        return self.leads_failed + self.edits_failed
+        return self.leads_failed + self.edits_failed + self.edits_conflict
 
 
 COUNT_NAMES = [f.name for f in fields(RunCounts)]

@@ -22,7 +22,6 @@ DEMO_ACCESS_KEY = "u$demo0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 DEMO_SECRET_KEY = "demo5ecret0a1b2c3d4e5f60718293a4b5c6d7e8"  # noqa: S105 - public demo key
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 OWNERS = [
     ("190e7b6f-39da-11e6-b61b-22000aa8e760", "Asha Rao", "asha@example.com"),
@@ -63,6 +62,9 @@ class SimConfig:
     rate_period_s: float = 5.0
     throttle_status: int = 429       # 429, 200 or 403, as seen in the wild
     account_host: str | None = None  # what UserByAccessKey.Get names as the API host
+    # What Task.svc/Update does with a field its body omits; the real API does not say,
+    # so a client must be right under both: "keep" it or "clear" it.
+    update_omitted: str = "keep"
     faults: Faults = field(default_factory=Faults)
 
 
@@ -254,13 +256,20 @@ class SimState:
             related = body.get("RelatedEntityId")
             if str(body.get("RelatedEntity", 0)) == "1" and related and related != lead_id:
                 self.move_task(task_id, related)
+            clear = self.cfg.update_omitted == "clear"
             for api in ("Name", "Description", "DueDate"):
                 if body.get(api) is not None:
                     task[api] = body[api]
+                elif clear:
+                    task[api] = None
             if reminder is not None:
                 task["Reminder"] = str(reminder)
+            elif clear:
+                task["Reminder"] = None
             if owner is not None:
                 task["OwnerID"], task["OwnerName"] = owner[0], owner[1]
+            elif clear:
+                task["OwnerID"] = task["OwnerName"] = None
             self.update_calls[task_id] = self.update_calls.get(task_id, 0) + 1
             auto_id = sum(self.update_calls.values())
         return 200, {"Status": "Success", "Message": {"AffectedRows": 1, "AutoId": auto_id}}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsq_sync.edits import EDIT_FIELDS, InvalidEdit, body, check, merge, prepare
+from lsq_sync.edits import EDIT_FIELDS, InvalidEdit, body, check, merge, plan, prepare, snapshot
 
 GUID = "1a50c565-8525-11ea-a93b-0aa4c559f4ca"
 TASK = {"task_id": "t-1", "lead_id": "l-1", "name": "Call", "description": "d",
@@ -61,13 +61,14 @@ def test_body_lays_the_edit_over_the_last_synced_task() -> None:
 
 def test_prepare_rejects_unknown_and_deleted_tasks_and_bad_edits() -> None:
     rows = [{"id": 1, "name": "A"}, {"id": 2, "due_date": "nope"}, {"id": 3, "name": "C"}]
-    prepared = prepare("t-1", rows, TASK, "1000")
+    prepared = prepare("t-1", rows, TASK)
     assert prepared.ids == [1, 3] and list(prepared.rejected) == [2]
-    assert prepared.payload is not None and prepared.payload["Name"] == "C"
-    unknown = prepare("t-9", rows, None, "1000")
-    assert unknown.payload is None and "not in lsq_tasks" in unknown.rejected[1]
-    gone = prepare("t-1", rows, {**TASK, "deleted_at": datetime.now(UTC)}, "1000")
-    assert gone.payload is None and "was deleted" in gone.rejected[3]
+    decided = plan(prepared, TASK, "1000")
+    assert decided.payload is not None and decided.payload["Name"] == "C"
+    unknown = prepare("t-9", rows, None)
+    assert unknown.ids == [] and "not in lsq_tasks" in unknown.rejected[1]
+    gone = prepare("t-1", rows, {**TASK, "deleted_at": datetime.now(UTC)})
+    assert gone.ids == [] and "was deleted" in gone.rejected[3]
 
 
 garbage = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40),
@@ -85,3 +86,93 @@ def test_any_row_is_a_clean_edit_or_a_reason(edit: dict[str, Any]) -> None:
         return
     assert clean and set(clean) <= set(EDIT_FIELDS)
     assert body(TASK, clean, "1000")["UserTaskId"] == "t-1"
+
+
+# -- the three-way merge ---------------------------------------------------------------
+
+OTHER = "7cf19f34-21d6-11e6-8091-02b01d637af7"
+BASE = snapshot(TASK)
+
+
+def edits_of(*fields: dict[str, Any], base: dict[str, Any] | None = None) -> Any:
+    rows = [{"id": i + 1, **f, "base": base or BASE} for i, f in enumerate(fields)]
+    return prepare("t-1", rows, TASK)
+
+
+def test_untouched_fields_are_sent_as_the_crm_holds_them_now() -> None:
+    remote = {**TASK, "name": "Renamed in CRM", "reminder_minutes": 45, "owner_id": OTHER,
+              "due_date": datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)}
+    decided = plan(edits_of({"description": "local"}), remote, "1000")
+    assert decided.outcome == "send" and decided.values == {"description": "local"}
+    assert decided.payload == {"UserTaskId": "t-1", "Name": "Renamed in CRM",
+                               "Description": "local", "RelatedEntity": 1,
+                               "RelatedEntityId": "l-1", "DueDate": "2027-01-02 03:04:05",
+                               "Reminder": 45, "NotifyBy": "1000", "OwnerId": OTHER}
+
+
+@pytest.mark.parametrize(("remote_name", "outcome"), [
+    ("Call", "send"),            # remote = base: local wins
+    ("Local", "applied"),        # remote = local: nothing to send
+    ("CRM", "conflict"),         # remote differs from both
+])
+def test_an_edited_field_is_judged_against_base_and_remote(remote_name: str,
+                                                           outcome: str) -> None:
+    decided = plan(edits_of({"name": "Local"}), {**TASK, "name": remote_name}, "1000")
+    assert decided.outcome == outcome
+    assert (decided.payload is not None) == (outcome == "send")
+    if outcome == "conflict":
+        (conflict,) = decided.conflicts
+        assert (conflict.field, conflict.base, conflict.remote, conflict.local) == (
+            "name", "Call", "CRM", "Local")
+        assert "name: base 'Call', remote 'CRM', local 'Local'" in (decided.describe() or "")
+
+
+def test_on_conflict_local_sends_and_remote_keeps_the_crm_value() -> None:
+    remote = {**TASK, "name": "CRM", "reminder_minutes": 99}
+    prepared = edits_of({"name": "Local", "description": "new"})
+    local = plan(prepared, remote, "1000", "local")
+    assert local.outcome == "send" and local.payload is not None
+    assert local.payload["Name"] == "Local" and local.payload["Reminder"] == 99
+    assert [c.field for c in local.overwritten] == ["name"]
+    kept = plan(prepared, remote, "1000", "remote")
+    assert kept.outcome == "send" and kept.payload is not None
+    assert kept.payload["Name"] == "CRM" and kept.payload["Description"] == "new"
+    assert "kept LeadSquared's value" in (kept.describe() or "")
+    only_name = plan(edits_of({"name": "Local"}), remote, "1000", "remote")
+    assert only_name.outcome == "dropped" and only_name.payload is None
+
+
+def test_each_field_is_judged_against_the_base_of_the_edit_that_set_it() -> None:
+    # Edit 2 was made after a pull brought the CRM's new name: its base knows it.
+    newer = {**BASE, "name": "CRM"}
+    rows = [{"id": 1, "reminder_minutes": 5, "base": BASE},
+            {"id": 2, "name": "Local", "base": newer}]
+    decided = plan(prepare("t-1", rows, TASK), {**TASK, "name": "CRM"}, "1000")
+    assert decided.outcome == "send" and decided.values == {"reminder_minutes": 5,
+                                                            "name": "Local"}
+
+
+def test_a_task_gone_from_its_lead_is_held() -> None:
+    decided = plan(edits_of({"reminder_minutes": 5}), None, "1000")
+    assert decided.outcome == "gone" and decided.payload is None
+    assert "no longer under lead l-1" in (decided.describe() or "")
+
+
+def test_owner_changes_conflict_when_the_crm_reassigned_the_task() -> None:
+    remote = {**TASK, "owner_id": OTHER}
+    by_email = plan(edits_of({"owner_email": "x@y.co"}), remote, "1000")
+    assert by_email.outcome == "conflict" and by_email.conflicts[0].field == "owner_email"
+    same_owner = plan(edits_of({"owner_email": "x@y.co"}), TASK, "1000")
+    assert same_owner.payload is not None
+    assert same_owner.payload["OwnerEmailAddress"] == "x@y.co" and \
+        "OwnerId" not in same_owner.payload
+    # GUIDs compare without regard to case.
+    upper = plan(edits_of({"owner_id": OTHER}), {**TASK, "owner_id": OTHER.upper()}, "1000")
+    assert upper.outcome == "applied"
+
+
+def test_an_edit_without_a_base_takes_the_synced_state_once() -> None:
+    prepared = prepare("t-1", [{"id": 7, "name": "x", "base": None}], TASK)
+    assert prepared.new_bases == {7: BASE} and prepared.edits[0].base == BASE
+    recorded = prepare("t-1", [{"id": 7, "name": "x", "base": BASE}], TASK)
+    assert recorded.new_bases == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from lsq_sync.errors import AuthError
 from lsq_sync.models import sync_runs, task_edits, tasks
 from lsq_sync.pull import PullOptions
 from lsq_sync.simulator import OWNERS, Faults, Simulator
+
+from .conftest import rows, write_config
 
 Setup = tuple[Config, Engine, Simulator]
 
@@ -86,7 +89,8 @@ def test_three_edits_to_one_task_make_one_call(setup: Setup) -> None:
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name, owner_email, status) "
                    "VALUES (:t, 'Third', :e, NULL)", t=task_id, e=OWNERS[3][2])
     result = app.push(cfg)
-    assert result.counts.edits_sent == 3 and result.counts.api_calls == 1
+    # One read of the task's lead, then one Update for the three edits.
+    assert result.counts.edits_sent == 3 and result.counts.api_calls == 2
     assert update_calls(sim) == 1
     after = sim.state.task(task_id)
     assert after is not None
@@ -183,15 +187,15 @@ def test_401_leaves_every_edit_pending(setup: Setup, make_config: Callable[..., 
         assert conn.execute(text("SELECT COUNT(*) FROM lsq_edit_claims")).scalar_one() == 0
 
 
-def test_dry_run_prints_bodies_and_changes_nothing(setup: Setup, tmp_path: Path,
-                                                   db_url: str) -> None:
+def test_offline_dry_run_prints_bodies_without_keys_and_changes_nothing(
+        setup: Setup, tmp_path: Path, db_url: str) -> None:
     _cfg, engine, sim = setup
     task_a, task_b = some_tasks(sim, 2)
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Dry')", t=task_a)
     insert(engine, "INSERT INTO lsq_task_edits (task_id, due_date) VALUES (:t, 'bad')", t=task_b)
     path = tmp_path / "c.toml"
     path.write_text(f'[database]\nurl = "{db_url}"\n[log]\nformat = "json"\n')
-    result = CliRunner().invoke(cli, ["--config", str(path), "push", "--dry-run"],
+    result = CliRunner().invoke(cli, ["--config", str(path), "push", "--dry-run", "--offline"],
                                 env={"LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""})
     assert result.exit_code == 0, result.output
     assert f'task {task_a} (edits 1): POST /v2/Task.svc/Update {{"Description"' in result.output
@@ -208,7 +212,9 @@ def test_sync_pushes_then_pulls_in_one_run(setup: Setup) -> None:
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Synced')", t=task_id)
     result = app.sync(cfg, PullOptions())
     assert result.counts.edits_sent == 1 and result.counts.leads_ok == 40
-    assert result.counts.tasks_upserted == 1  # the pull confirmed the pushed change
+    # The push left lsq_tasks as the CRM now holds it (raw and hash included), so the
+    # pull finds nothing to rewrite.
+    assert result.counts.tasks_upserted == 0
     with engine.connect() as conn:
         run = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc())).first()
         name = conn.execute(select(tasks.c.name).where(tasks.c.task_id == task_id)).scalar()
@@ -321,12 +327,289 @@ def test_garbage_in_every_field_is_reported_and_harms_nothing(
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name, status) VALUES (:t, 'odd', "
                    "'weird')", t=good)
     result = app.push(cfg)
-    assert result.counts.edits_sent == 1 and result.counts.edits_failed == 2
+    assert result.counts.edits_sent == 1 and result.counts.edits_failed == 3
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT id, status, last_error FROM lsq_task_edits "
                                  "ORDER BY id")).all()
     assert rows[0][1] == "failed" and "is not text" in rows[0][2]
     assert rows[1][1] == "failed" and "between 0 and" in rows[1][2]
     assert rows[2][1] == "sent"
-    assert rows[3][1] == "weird"  # not a queue status: left alone
+    assert rows[3][1] == "failed" and "unknown status 'weird'" in rows[3][2]
     assert sim.state.task(good)["Name"] == "Fine"  # type: ignore[index]
+
+
+# -- read before writing: the three-way merge end to end --------------------------------
+
+def task_row(engine: Engine, task_id: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(tasks).where(tasks.c.task_id == task_id)).one()
+
+
+def read_calls(sim: Simulator) -> int:
+    path = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
+    return int(sim.meter.snapshot()["by_path"].get(path, 0))
+
+
+def queue(engine: Engine, task_id: str, **fields: Any) -> int:
+    from lsq_sync import edit_queue
+    return edit_queue.queue(engine, task_id, fields)
+
+
+@pytest.fixture(params=["keep", "clear"])
+def both(request: pytest.FixtureRequest, db_url: str, engine: Engine,
+         make_sim: Callable[..., Simulator], make_config: Callable[..., Config]) -> Setup:
+    """A pulled account whose Update keeps, or clears, the fields a body omits."""
+    sim = make_sim(update_omitted=request.param)
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url)
+    app.pull(cfg, PullOptions())
+    return cfg, engine, sim
+
+
+def test_a_crm_change_made_after_the_pull_survives_a_local_edit(both: Setup) -> None:
+    cfg, engine, sim = both
+    (task_id,) = some_tasks(sim, 1)
+    before = sim.state.task(task_id)
+    assert before is not None
+    owner = next(o for o in OWNERS if o[0] != before["OwnerID"])
+    crm = {"Name": "Renamed in CRM", "Reminder": "45", "DueDate": "2027-05-05 10:00:00",
+           "OwnerID": owner[0], "OwnerName": owner[1]}
+    assert all(before[k] != v for k, v in crm.items())
+    sim.state.change_task(task_id, **crm)
+    queue(engine, task_id, description="Only the description")
+    result = app.push(cfg)
+    assert result.status == "succeeded" and result.counts.edits_sent == 1
+    after = sim.state.task(task_id)
+    assert after is not None
+    assert {k: after[k] for k in crm} == crm  # every CRM change kept
+    assert after["Description"] == "Only the description"
+    local = task_row(engine, task_id)  # the read was written like a pull, then the merge
+    assert (local.name, local.reminder_minutes, local.owner_id, local.description) == (
+        "Renamed in CRM", 45, owner[0], "Only the description")
+
+
+def test_a_conflict_is_held_and_nothing_is_sent(both: Setup) -> None:
+    cfg, engine, sim = both
+    (task_id,) = some_tasks(sim, 1)
+    old = task_row(engine, task_id).name
+    edit_id = queue(engine, task_id, name="Local name", reminder_minutes=7)
+    sim.state.change_task(task_id, Name="CRM name")
+    result = app.push(cfg)
+    assert result.status == "partial" and result.counts.edits_conflict == 1
+    assert update_calls(sim) == 0
+    (edit,) = edits(engine)
+    assert edit.id == edit_id and edit.status == "conflict"
+    assert f"name: base {old!r}, remote 'CRM name', local 'Local name'" in edit.last_error
+    assert "reminder_minutes:" not in edit.last_error  # the reminder was no conflict
+    assert sim.state.task(task_id)["Name"] == "CRM name"  # type: ignore[index]
+    assert task_row(engine, task_id).name == "CRM name"   # the read was stored
+
+
+@pytest.mark.parametrize("policy", ["local", "remote"])
+def test_on_conflict_local_overwrites_and_remote_keeps(
+        policy: str, setup: Setup, make_config: Callable[..., Config], db_url: str) -> None:
+    _, engine, sim = setup
+    base = make_config(sim, db_url)
+    cfg = Config(lsq=base.lsq, database=base.database, leads=base.leads,
+                 push=type(base.push)(on_conflict=policy))  # type: ignore[arg-type]
+    task_a, task_b = some_tasks(sim, 2)
+    queue(engine, task_a, name="Local A", description="Local description")
+    queue(engine, task_b, name="Local B")
+    sim.state.change_task(task_a, Name="CRM A")
+    sim.state.change_task(task_b, Name="CRM B")
+    result = app.push(cfg)
+    a, b = sim.state.task(task_a), sim.state.task(task_b)
+    assert a is not None and b is not None
+    assert a["Description"] == "Local description"
+    statuses = [e.status for e in edits(engine)]
+    if policy == "local":
+        assert (a["Name"], b["Name"]) == ("Local A", "Local B")
+        assert statuses == ["sent", "sent"] and update_calls(sim) == 2
+    else:
+        assert (a["Name"], b["Name"]) == ("CRM A", "CRM B")
+        # B had nothing left to send: no call, and the edit says why.
+        assert statuses == ["sent", "cancelled"] and update_calls(sim) == 1
+        assert "kept LeadSquared's value" in edits(engine)[1].last_error
+    assert result.counts.edits_conflict == 0
+
+
+@pytest.mark.parametrize("change", ["moved", "deleted"])
+def test_a_task_moved_or_deleted_in_the_crm_is_never_written(change: str,
+                                                             setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    lead = task_row(engine, task_id).lead_id
+    other = next(x for x in sim.state.lead_ids() if x != lead)
+    queue(engine, task_id, reminder_minutes=9)
+    if change == "moved":
+        sim.state.move_task(task_id, other)
+    else:
+        sim.state.delete_task(task_id)
+    result = app.push(cfg)
+    assert update_calls(sim) == 0 and result.counts.edits_conflict == 1
+    (edit,) = edits(engine)
+    assert edit.status == "conflict" and f"no longer under lead {lead}" in edit.last_error
+    if change == "moved":
+        moved = sim.state.task(task_id)
+        assert moved is not None and moved["Reminder"] != "9"
+        assert sim.state._where[task_id] == other
+    assert task_row(engine, task_id).deleted_at is not None  # as a pull of that lead does
+
+
+def test_a_pushed_value_the_crm_sets_back_is_pulled_back(setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    old = task_row(engine, task_id).name
+    queue(engine, task_id, name="Pushed name")
+    app.push(cfg)
+    assert task_row(engine, task_id).name == "Pushed name"
+    sim.state.change_task(task_id, Name=old)
+    app.pull(cfg, PullOptions())
+    assert task_row(engine, task_id).name == old
+
+
+def test_an_edit_already_in_the_crm_is_marked_sent_without_a_call(setup: Setup) -> None:
+    """What a push killed after its Update but before recording it finds next time."""
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    queue(engine, task_id, name="Already there")
+    sim.state.change_task(task_id, Name="Already there")
+    result = app.push(cfg)
+    assert update_calls(sim) == 0 and result.counts.edits_sent == 1
+    assert [e.status for e in edits(engine)] == ["sent"]
+
+
+def test_a_row_inserted_by_sql_takes_its_base_when_a_push_first_sees_it(
+        setup: Setup, make_config: Callable[..., Config], db_url: str) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    old = task_row(engine, task_id).name
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'From SQL')",
+           t=task_id)
+    sim.cfg.faults.bare_500 = 1.0  # the first push cannot read the lead
+    app.push(make_config(sim, db_url, max_attempts=1))
+    (edit,) = edits(engine)
+    assert edit.status == "pending" and edit.base["name"] == old
+    assert "cannot read the task's current state" in edit.last_error
+    sim.cfg.faults.bare_500 = 0.0
+    sim.state.change_task(task_id, Name="Changed in CRM meanwhile")
+    app.push(cfg)
+    (edit,) = edits(engine)
+    assert edit.status == "conflict" and update_calls(sim) == 0
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    ("PENDING", "sent"), (" Pending ", "sent"), ("queued", "failed"), ("", "failed"),
+    ("Cancelled", "cancelled"),
+])
+def test_statuses_from_other_systems_mean_themselves_or_fail_with_a_reason(
+        status: str, outcome: str, setup: Setup) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, name, status) VALUES (:t, 'S', :s)",
+           t=task_id, s=status)
+    result = app.push(cfg)
+    (edit,) = edits(engine)
+    assert edit.status == outcome
+    if outcome == "failed":
+        assert f"unknown status {status!r}; use NULL or 'pending'" in edit.last_error
+        assert result.counts.edits_failed == 1 and result.status == "partial"
+    assert update_calls(sim) == (1 if outcome == "sent" else 0)
+
+
+def test_one_read_serves_every_task_of_a_lead(db_url: str, engine: Engine,
+                                              make_sim: Callable[..., Simulator],
+                                              make_config: Callable[..., Config]) -> None:
+    """100 edits over 10 leads: 10 reads and 100 Updates (1.1 calls per pushed edit)."""
+    sim = make_sim(leads=60, max_tasks=20)
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url)
+    app.pull(cfg, PullOptions())
+    leads = [x for x in sim.state.lead_ids() if len(sim.state.tasks_of(x)) >= 10][:10]
+    assert len(leads) == 10
+    targets = [t["TaskID"] for x in leads for t in sim.state.tasks_of(x)[:10]]
+    for i, task_id in enumerate(targets):
+        queue(engine, task_id, name=f"Bulk {i}")
+    reads = read_calls(sim)
+    result = app.push(cfg)
+    assert result.counts.edits_sent == 100
+    assert read_calls(sim) - reads == 10 and update_calls(sim) == 100
+    assert result.counts.api_calls == 110
+
+
+def test_dry_run_reads_the_crm_and_shows_each_field_and_conflict(
+        setup: Setup, tmp_path: Path, db_url: str) -> None:
+    _, engine, sim = setup
+    task_a, task_b = some_tasks(sim, 2)
+    old_b = task_row(engine, task_b).name
+    queue(engine, task_a, description="Dry description")
+    queue(engine, task_b, name="Local B")
+    sim.state.change_task(task_a, Name="CRM A")
+    sim.state.change_task(task_b, Name="CRM B")
+    path = write_config(tmp_path / "c.toml", sim, db_url)
+    before = [tuple(r) for r in rows(engine, "SELECT task_id, name, raw_hash FROM lsq_tasks "
+                                             "ORDER BY task_id")]
+    result = CliRunner().invoke(cli, ["--config", str(path), "push", "--dry-run"],
+                                env={"LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"task {task_a} (edits 1): POST /v2/Task.svc/Update" in out
+    assert '"Name": "CRM A"' in out  # the untouched field as the CRM holds it now
+    assert "description: LeadSquared has 'Generated task" in out and \
+        "sends 'Dry description'" in out
+    assert f"task {task_b} (edits 2): held" in out
+    assert f"name: base {old_b!r}, remote 'CRM B', local 'Local B'" in out
+    assert "1 task update(s) would be sent" in out
+    assert sim.cfg.access_key not in out and sim.cfg.secret_key not in out
+    assert update_calls(sim) == 0 and read_calls(sim) >= 1
+    assert [e.status for e in edits(engine)] == ["pending", "pending"]
+    after = [tuple(r) for r in rows(engine, "SELECT task_id, name, raw_hash FROM lsq_tasks "
+                                            "ORDER BY task_id")]
+    assert after == before  # the reads changed nothing
+
+
+def test_edits_command_lists_retries_and_cancels(setup: Setup, tmp_path: Path,
+                                                 db_url: str) -> None:
+    cfg, engine, sim = setup
+    task_a, task_b, task_c = some_tasks(sim, 3)
+    first = queue(engine, task_a, name="Local A")
+    second = queue(engine, task_b, name="Local B")
+    third = queue(engine, task_c, name="Local C")
+    sim.state.change_task(task_a, Name="CRM A")
+    run_id = app.push(cfg).run_id   # a conflicts, b and c are sent
+    path = write_config(tmp_path / "c.toml", sim, db_url)
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, ["--config", str(path), *args])
+
+    listed = run("edits", "--json")
+    assert listed.exit_code == 0, listed.output
+    items = [json.loads(line) for line in listed.output.splitlines()]
+    assert [(i["id"], i["status"]) for i in items] == [
+        (third, "sent"), (second, "sent"), (first, "conflict")]
+    assert items[2]["fields"] == {"name": "Local A"} and items[2]["run_id"] == run_id
+    only = run("edits", "--status", "conflict")
+    assert only.exit_code == 0 and task_a in only.output and task_b not in only.output
+    assert "remote 'CRM A'" in only.output
+    by_task = run("edits", "--task", task_b, "--json")
+    assert [json.loads(x)["id"] for x in by_task.output.splitlines()] == [second]
+    shown = run("runs", "show", str(run_id))
+    assert "failed or conflicting edits (1)" in shown.output and f"edit {first}" in shown.output
+
+    # After a pull brings the CRM's name, a retry judges the edit against it: it goes.
+    app.pull(cfg, PullOptions())
+    retried = run("edits", "retry", "--conflicts")
+    assert retried.exit_code == 0 and "1 edit(s) pending again" in retried.output
+    assert app.push(cfg).counts.edits_sent == 1
+    assert sim.state.task(task_a)["Name"] == "Local A"  # type: ignore[index]
+
+    queued = queue(engine, task_c, name="Never")
+    cancelled = run("edits", "cancel", str(queued), str(second))
+    assert cancelled.exit_code == 0 and "1 edit(s) cancelled" in cancelled.output
+    statuses = {e.id: e.status for e in edits(engine)}
+    assert statuses[queued] == "cancelled" and statuses[second] == "sent"
+    missing = run("edits", "cancel", "999")
+    assert missing.exit_code == 2 and "no edit 999" in missing.output
+    nothing = run("edits", "retry")
+    assert nothing.exit_code == 2 and "name the edits to retry" in nothing.output
