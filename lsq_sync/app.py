@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -138,7 +139,8 @@ def recorded_run(engine: Engine, command: str, counts: RunCounts, log: Any) -> I
             lock.release(engine, run.id)
         except Exception as exc:  # the database went away: say so, keep the real error
             log.error("run_not_recorded", error=db.describe(exc))
-        log.info("run_finished", command=command, status=run.status,
+        level = {"succeeded": log.info, "partial": log.warning}.get(run.status, log.error)
+        level("run_finished", command=command, status=run.status,
                  duration_s=round(elapsed, 3),
                  calls_per_s=round(counts.api_calls / elapsed, 2) if elapsed else None,
                  error=run.error, **counts.as_dict())
@@ -209,7 +211,7 @@ def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = 
                                 notify_by=cfg.push.notify_by,
                                 max_edit_attempts=cfg.push.max_edit_attempts,
                                 on_conflict=cfg.push.on_conflict,
-                                stop=ctx.stop)
+                                stop=ctx.stop, history=cfg.store.history)
                 pusher.run(run.id)
                 run.stopped = pusher.stopped
             if command in ("pull", "sync") and run.stopped is None:
@@ -218,7 +220,8 @@ def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = 
                 puller = Puller(engine=engine, leads_engine=source, query=cfg.leads.query,
                                 client=client, counts=counts, log=log, progress=progress,
                                 options=options or PullOptions(), stop=ctx.stop,
-                                params={"last_success": runs.last_success(engine)})
+                                history=cfg.store.history,
+                                overlap=timedelta(seconds=cfg.leads.watermark_overlap_s))
                 puller.stage(run.id)
                 puller.run(run.id)
                 run.stopped = puller.stopped
@@ -268,7 +271,9 @@ def doctor(cfg: Config) -> list[Check]:
             checks.append(Check("schema", False, str(exc)))
     try:
         source = db.make_engine(cfg.leads_url, key="[leads].url")
-        params = {"last_success": runs.last_success(engine) if engine and current else None}
+        overlap = timedelta(seconds=cfg.leads.watermark_overlap_s)
+        params = {"last_success": runs.last_success(engine, overlap) if engine and current
+                  else None}
         usable = total = 0
         for batch in leads_mod.stream_query(source, cfg.leads.query, params):
             total += len(batch)

@@ -14,6 +14,7 @@ import click
 
 from lsq_sync import __version__, app, db, edit_queue, logs, runs, schema
 from lsq_sync import config as config_mod
+from lsq_sync.client import redact, secret_forms
 from lsq_sync.errors import (
     ApiError,
     AuthError,
@@ -22,6 +23,7 @@ from lsq_sync.errors import (
     LsqSyncError,
     StoreError,
 )
+from lsq_sync.leads import check_lead_id
 from lsq_sync.pull import PullOptions
 from lsq_sync.states import EditStatus
 
@@ -65,7 +67,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except LsqSyncError as exc:
-            fail(str(exc), exit_code(exc))
+            fail(str(exc), exit_code(exc), _secrets(ctx))
         except KeyboardInterrupt:
             fail("interrupted; what was finished is saved, the next run continues", EXIT_PARTIAL)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -92,13 +94,33 @@ def graceful(ctx: app.Context) -> app.Context:
     return ctx
 
 
-def run_exit(result: app.RunResult) -> NoReturn:
-    """0 all done (or a planned stop at the call cap); 1 failures or a stop by signal."""
-    sys.exit(EXIT_PARTIAL if result.counts.failures or result.by_signal else EXIT_OK)
+def _secrets(ctx: click.Context) -> list[str]:
+    settings = ctx.find_object(Settings)
+    return settings._config.secrets() if settings and settings._config else []
 
 
-def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"lsq-sync: {message}", err=True)
+def run_exit(command: str, result: app.RunResult, tty: bool) -> NoReturn:
+    """0 all done (or a planned stop at the call cap); 1 failures or a stop by signal.
+
+    On a terminal the run ends with one sentence saying what it did; a run that exits 1
+    ends with one line saying what failed and where to look."""
+    if tty:
+        click.echo(runs.sentence(command, result.run_id, result.status, result.counts))
+    if result.counts.failures or result.by_signal:
+        failed = runs.what_failed(result.counts) or "stopped by a signal"
+        fail(f"{command} run {result.run_id} is {result.status}: {failed}; "
+             f"`lsq-sync runs show {result.run_id}` says which and why", EXIT_PARTIAL)
+    sys.exit(EXIT_OK)
+
+
+def fail(message: str, code: int, secrets: list[str] | None = None) -> NoReturn:
+    """The command's last word: one line on stderr, a JSON event when logs are JSON."""
+    if secrets:
+        message = redact(message, secret_forms(secrets))
+    if logs.json_mode():
+        logs.get_logger("lsq_sync").error("exit", exit_code=code, message=message)
+    else:
+        click.echo(f"lsq-sync: {message}", err=True)
     sys.exit(code)
 
 
@@ -178,16 +200,42 @@ def db_current(settings: Settings) -> None:
         click.echo(f"{rev} (this version needs {head}; run `lsq-sync db upgrade`)")
 
 
+@db_group.command("check")
+@pass_settings
+def db_check(settings: Settings) -> None:
+    """Exit 0 only when the schema is current (for scripts and deploy checks); else say
+    why in one line and exit 3."""
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    engine = db.make_engine(cfg.database.url)
+    db.check_connection(engine)
+    schema.require_current(engine)
+    click.echo(f"{db.safe_url(engine.url)}: schema at revision {schema.head()} (current)")
+
+
 # -- pull ----------------------------------------------------------------------------------
+
+def _lead_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+              ) -> tuple[str, ...]:
+    checked = []
+    for value in values:
+        lead_id, why = check_lead_id(value)
+        if lead_id is None:
+            raise click.BadParameter(f"--lead-id {value!r} is not a GUID ({why}); LeadSquared "
+                                     f"lead ids look like 5a1b2c3d-0000-4000-8000-00000000abcd")
+        checked.append(lead_id)
+    return tuple(checked)
+
 
 def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--lead-id, --limit and --restart, shared by pull and sync."""
     for option in reversed([
-        click.option("--lead-id", "lead_ids", multiple=True, metavar="ID",
+        click.option("--lead-id", "lead_ids", multiple=True, metavar="ID", callback=_lead_ids,
                      help="Pull only this lead (repeatable) instead of the leads from "
-                          "[leads].query."),
+                          "[leads].query. Never moves :last_success."),
         click.option("--limit", type=click.IntRange(min=1), metavar="N",
-                     help="Pull at most N leads (the first N the query returns)."),
+                     help="Pull at most N leads (the first N the query returns). Never "
+                          "moves :last_success, and resumes no interrupted pull."),
         click.option("--restart", is_flag=True,
                      help="Start from the top: ignore what an interrupted pull left to do."),
     ]):
@@ -209,16 +257,20 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     changes nothing and makes the exit status 1.
 
     \b
-    A pull that was killed, stopped or capped is continued by the next one,
-    which first does the leads it left, then the rest (--restart ignores it).
-    The query may use :last_success, the start time of the last successful
-    pull (NULL before the first), to select only the leads changed since.
+    A pull without --lead-id or --limit is a pass over the query. A pass that
+    was killed, stopped or capped is continued by the next pull, which first
+    does the leads it left, then the rest (--restart ignores it). The query
+    may use :last_success, the start of the last complete pass (NULL before
+    the first), to select only the leads changed since: a change recorded in
+    the leads table is pulled by the end of the next complete pass, whatever
+    was stopped, capped or run by hand. Leads that failed are tried again by
+    the next passes (up to 5 in a row) even if the query drops them.
     SIGINT/SIGTERM stop it cleanly within seconds (exit 1).
     """
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
-    run_exit(app.pull(cfg, options, graceful(app.Context(tty=tty))))
+    run_exit("pull", app.pull(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 
 # -- push, sync, edit ----------------------------------------------------------------------
@@ -259,7 +311,7 @@ def push(settings: Settings, dry_run: bool, offline: bool) -> None:
         click.echo(f"dry run against {against}: {shown} task update(s) would be sent; "
                    f"nothing was sent or changed")
         return
-    run_exit(app.push(cfg, graceful(app.Context(tty=tty))))
+    run_exit("push", app.push(cfg, graceful(app.Context(tty=tty))), tty)
 
 
 @cli.command()
@@ -276,7 +328,7 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
-    run_exit(app.sync(cfg, options, graceful(app.Context(tty=tty))))
+    run_exit("sync", app.sync(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 
 @cli.command()
@@ -375,10 +427,11 @@ def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
     if row is None:
         raise ConfigError(f"there is no run {run_id}; `lsq-sync runs` lists them")
     failed = runs.failed_leads(engine, run_id)
+    partial = runs.failed_leads(engine, run_id, state="partial")
     held = edit_queue.of_run(engine, run_id)
     if as_json:
         click.echo(json.dumps({**_jsonable(row), "failed_leads": failed,
-                               "failed_edits": held}))
+                               "leads_with_skipped_tasks": partial, "failed_edits": held}))
         return
     for key, value in row.items():
         shown = value.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(value, "strftime") else value
@@ -386,6 +439,12 @@ def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
     if failed:
         click.echo(f"failed leads ({len(failed)}):")
         for lead in failed:
+            streak = f" (failed {lead['failures']} pulls in a row)" if lead["failures"] else ""
+            click.echo(f"  {lead['lead_id']}  {lead['error']}{streak}")
+    if partial:
+        click.echo(f"leads with bad tasks skipped ({len(partial)}); each keeps its last "
+                   f"good row:")
+        for lead in partial:
             click.echo(f"  {lead['lead_id']}  {lead['error']}")
     if held:
         click.echo(f"failed or conflicting edits ({len(held)}):")

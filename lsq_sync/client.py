@@ -22,7 +22,7 @@ from lsq_sync.errors import (
     TransientError,
 )
 from lsq_sync.ratelimit import RateLimiter, Stopped
-from lsq_sync.tasks import parse_task_list
+from lsq_sync.tasks import TaskList, parse_task_list, parse_tasks
 
 RETRIEVE_TASKS = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
 UPDATE_TASK = "/v2/Task.svc/Update"
@@ -37,12 +37,14 @@ class CapReached(Stopped):
 
 
 def secret_forms(secrets: Iterable[str]) -> list[str]:
-    """Each secret as written and as URL-encoded, longest first, for redaction."""
+    """Each secret as written, URL-encoded, and escaped as repr() and JSON escape it
+    (a message may quote a value either way), longest first, for redaction."""
     forms = set()
     for s in secrets:
         if s:
-            forms.update({s, quote(s, safe=""), quote_plus(s)})
-    return sorted(forms, key=len, reverse=True)
+            forms.update({s, quote(s, safe=""), quote_plus(s), repr(s)[1:-1],
+                          json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1]})
+    return sorted((f for f in forms if f), key=len, reverse=True)
 
 
 def redact(text: str, forms: Iterable[str]) -> str:
@@ -198,8 +200,15 @@ class LsqClient:
     # -- endpoints -----------------------------------------------------------------------
 
     def retrieve_tasks(self, lead_id: str) -> list[dict[str, Any]]:
-        body = self.request("GET", RETRIEVE_TASKS, params={"leadId": lead_id})
-        return parse_task_list(body, lead_id)
+        """A lead's tasks; BadRecord if any of them is malformed."""
+        return parse_task_list(self._retrieve(lead_id), lead_id)
+
+    def retrieve_task_list(self, lead_id: str) -> TaskList:
+        """A lead's tasks, with the malformed ones set apart (see tasks.parse_tasks)."""
+        return parse_tasks(self._retrieve(lead_id), lead_id)
+
+    def _retrieve(self, lead_id: str) -> Any:
+        return self.request("GET", RETRIEVE_TASKS, params={"leadId": lead_id})
 
     def update_task(self, payload: dict[str, Any]) -> Any:
         return self.request("POST", UPDATE_TASK, json_body=payload)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from lsq_sync.db import url_secrets
 from lsq_sync.errors import ConfigError
 from lsq_sync.states import OnConflict
 
@@ -84,6 +85,9 @@ class DatabaseConfig:
 class LeadsConfig:
     url: str = ""
     query: str = "SELECT lead_id FROM leads"
+    # :last_success is bound this many seconds before the last complete pass started:
+    # the leads table's timestamps come from another clock, and may be rounded.
+    watermark_overlap_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,11 @@ class PushConfig:
     notify_by: str = "1000"
     max_edit_attempts: int = 10
     on_conflict: OnConflict = "skip"   # see edits.plan
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    history: bool = False   # keep every version of every task in lsq_task_history
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     leads: LeadsConfig = field(default_factory=LeadsConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "defaults"
 
@@ -113,8 +123,9 @@ class Config:
         return self.leads.url or self.database.url
 
     def secrets(self) -> list[str]:
-        """The raw credential strings, for redaction filters."""
-        return [s.reveal() for s in (self.lsq.access_key, self.lsq.secret_key) if s]
+        """The raw credential strings (API keys, database passwords), for redaction."""
+        keys = [s.reveal() for s in (self.lsq.access_key, self.lsq.secret_key) if s]
+        return keys + url_secrets(self.database.url) + url_secrets(self.leads.url)
 
 
 # -- validation -------------------------------------------------------------------------
@@ -129,7 +140,14 @@ def _string(key: str, value: Any) -> str:
 
 
 def _secret(key: str, value: Any) -> Secret:
-    return Secret(_string(key, value).strip())
+    text = _string(key, value).strip()
+    # Such a key cannot go into an HTTP header, and an error about it would print it.
+    # The message never shows the value, nor where in it the bad character is.
+    if any(not (" " <= ch <= "~") for ch in text):
+        raise ConfigError(f"{key} holds a control character (a line break?) or a non-ASCII "
+                          f"character; LeadSquared keys are printable ASCII: copy the key "
+                          f"again")
+    return Secret(text)
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -226,10 +244,12 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "max_calls_per_day": _int(0),
     }),
     "database": (DatabaseConfig, {"url": _db_url}),
-    "leads": (LeadsConfig, {"url": _leads_url, "query": _query}),
+    "leads": (LeadsConfig, {"url": _leads_url, "query": _query,
+                            "watermark_overlap_s": _number(0, inclusive=True)}),
     "push": (PushConfig, {"notify_by": _choice("1100", "1000"),
                           "max_edit_attempts": _int(1),
                           "on_conflict": _choice("skip", "local", "remote")}),
+    "store": (StoreConfig, {"history": _bool}),
     "log": (LogConfig, {"format": _choice("auto", "json", "console"),
                         "level": _choice("debug", "info", "warning", "error")}),
 }

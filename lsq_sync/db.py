@@ -28,12 +28,35 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+PASSWORD_PARAMS = ("password", "passwd", "pwd")
+
+
 def safe_url(url: str | URL) -> str:
-    """The URL with its password masked, for messages and logs."""
+    """The URL with its password masked (in the userinfo and in any password query
+    parameter), for messages and logs."""
     try:
-        return normalize_url(url).render_as_string(hide_password=True)
+        parsed = normalize_url(url)
+        hidden = {k: "***" for k in parsed.query if k.lower() in PASSWORD_PARAMS}
+        if hidden:
+            parsed = parsed.update_query_dict(hidden)
+        return parsed.render_as_string(hide_password=True)
     except Exception:
         return "<unparseable database URL>"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password of a database URL, from its userinfo or a query parameter."""
+    if not url:
+        return []
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return []
+    found = [parsed.password] if parsed.password else []
+    for name, value in parsed.query.items():
+        if name.lower() in PASSWORD_PARAMS:
+            found += [value] if isinstance(value, str) else list(value)
+    return [str(v) for v in found if v]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, text
 
-from lsq_sync import app, config, db, schema
+from lsq_sync import app, config, db, runs, schema
 from lsq_sync.pull import PullOptions
 from lsq_sync.simulator import Faults, SimConfig, Simulator
 
@@ -110,7 +110,7 @@ def _change_crm(sim: Simulator) -> list[str]:
 
 
 def _summary(echo: Callable[[str], Any], result: app.RunResult) -> None:
-    c = result.counts
-    echo(f"   run {result.run_id} {result.status}: {c.leads_ok}/{c.leads_total} leads, "
-         f"{c.tasks_upserted} tasks written, {c.tasks_deleted} marked deleted, "
-         f"{c.api_calls} API calls, {c.throttled} throttled, {c.leads_failed} leads failed")
+    echo("   " + runs.sentence("pull", result.run_id, result.status, result.counts))
+    failed = runs.what_failed(result.counts)
+    if failed:
+        echo(f"   {failed}")

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, literal, select, text
+from sqlalchemy import bindparam, case, delete, func, insert, literal, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
 from lsq_sync.db import describe
 from lsq_sync.errors import ConfigError, StoreError
-from lsq_sync.models import run_leads, sync_runs
+from lsq_sync.models import failed_leads, run_leads, sync_runs
 from lsq_sync.types import UTCDateTime
 from lsq_sync.upsert import insert_ignore_statement
 
@@ -80,6 +80,7 @@ class Staged:
     total: int = 0
     skipped: int = 0
     duplicates: int = 0
+    last_seq: int = 0
 
 
 def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
@@ -122,25 +123,30 @@ def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
     # (exact while the query returns what it did then).
     inserted = staged.total - carried
     staged.duplicates = max(0, (seq - start) - inserted - carried)
+    staged.last_seq = seq
     return staged
 
 
 def unfinished_run(engine: Engine, current: int) -> int | None:
-    """The newest finished pull or sync that left leads to do (killed, stopped, capped)."""
+    """The newest finished run of a pass that left leads to do (killed, stopped, capped).
+    Runs with --lead-id or --limit are no pass: what they left is not resumed."""
     with engine.connect() as conn:
         value = conn.execute(
             select(func.max(run_leads.c.run_id)).where(
                 run_leads.c.state == "todo", run_leads.c.run_id != current,
                 run_leads.c.run_id.in_(select(sync_runs.c.id).where(
                     sync_runs.c.status != "running",
+                    sync_runs.c.pass_started_at.is_not(None),
                     sync_runs.c.command.in_(("pull", "sync")))))).scalar()
     return None if value is None else int(value)
 
 
-def carry_over(engine: Engine, previous: int, current: int) -> tuple[int, int]:
+def carry_over(engine: Engine, previous: int, current: int, retry_below: int = 0
+               ) -> tuple[int, int]:
     """Give `current` the lead list of `previous`: what it left to do stays to do (first),
     what it or the runs it continued already did is marked `done`, so that staging the
-    query skips it. Returns (last seq used, leads marked done)."""
+    query skips it; but a lead that failed (fewer than `retry_below` times in a row) is to
+    do again. Returns (last seq used, leads marked done)."""
     state = case((run_leads.c.state == "todo", literal("todo")), else_=literal("done"))
     with engine.begin() as conn:
         conn.execute(insert(run_leads).from_select(
@@ -148,12 +154,25 @@ def carry_over(engine: Engine, previous: int, current: int) -> tuple[int, int]:
             select(literal(current), run_leads.c.seq, run_leads.c.lead_id, state)
             .where(run_leads.c.run_id == previous)))
         conn.execute(delete(run_leads).where(run_leads.c.run_id == previous,
-                                             run_leads.c.state != "failed"))
+                                             run_leads.c.state.not_in(("failed", "partial"))))
+        conn.execute(update(run_leads).where(
+            run_leads.c.run_id == current, run_leads.c.state == "done",
+            run_leads.c.lead_id.in_(select(failed_leads.c.lead_id).where(
+                failed_leads.c.failures < retry_below))).values(state="todo"))
         last = conn.execute(select(func.max(run_leads.c.seq))
                             .where(run_leads.c.run_id == current)).scalar()
         done = conn.execute(select(func.count()).select_from(run_leads).where(
             run_leads.c.run_id == current, run_leads.c.state == "done")).scalar_one()
     return int(last or 0), int(done)
+
+
+def to_retry(engine: Engine, bound: int) -> list[str]:
+    """Leads whose last fetch failed fewer than `bound` times in a row: a pass tries them
+    first, whether or not its query still returns them."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(failed_leads.c.lead_id)
+                                 .where(failed_leads.c.failures < bound)
+                                 .order_by(failed_leads.c.last_failed_at)).scalars())
 
 
 def count_todo(engine: Engine, run_id: int) -> int:
@@ -167,7 +186,7 @@ def forget_unfinished(engine: Engine, current: int) -> int:
     with engine.begin() as conn:
         finished = select(sync_runs.c.id).where(sync_runs.c.status != "running")
         return int(conn.execute(delete(run_leads).where(
-            run_leads.c.run_id != current, run_leads.c.state != "failed",
+            run_leads.c.run_id != current, run_leads.c.state.not_in(("failed", "partial")),
             run_leads.c.run_id.in_(finished))).rowcount or 0)
 
 

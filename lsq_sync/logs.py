@@ -48,6 +48,14 @@ class _BarAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
             bar.redraw()
 
 
+_json: bool | None = None  # how the last configure() renders; None before it ran
+
+
+def json_mode() -> bool:
+    """True when log lines are JSON: then a command's last word is a JSON event too."""
+    return bool(_json)
+
+
 def wants_console(fmt: str, stream: TextIO) -> bool:
     if fmt == "console":
         return True
@@ -60,8 +68,10 @@ def wants_console(fmt: str, stream: TextIO) -> bool:
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (),
               stream: TextIO | None = None) -> bool:
     """Configure structlog and the stdlib root logger; returns True for console output."""
+    global _json
     stream = stream or sys.stderr
     console = wants_console(fmt, stream)
+    _json = not console
     redactor = Redactor(secrets)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

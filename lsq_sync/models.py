@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Double,
     ForeignKey,
@@ -13,10 +14,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
-from lsq_sync.types import UTCDateTime, json_type, utc_timestamp
+from lsq_sync.types import UTCDateTime, json_type, long_text, utc_timestamp
 
 # Explicit names so that migrations and `alembic check` agree on every dialect.
 metadata = MetaData(naming_convention={
@@ -33,7 +35,7 @@ tasks = Table(
     Column("task_id", String(ID_LEN), primary_key=True),
     Column("lead_id", String(ID_LEN), nullable=False),
     Column("name", String(500)),
-    Column("description", Text),
+    Column("description", long_text()),
     Column("due_date", UTCDateTime()),
     Column("created_on", UTCDateTime()),
     Column("owner_id", String(ID_LEN)),
@@ -49,11 +51,29 @@ tasks = Table(
     # What a pull compares to notice a change: reading `raw` back would cost more than
     # writing it (see store.raw_hash).
     Column("raw_hash", String(64)),
+    # When the task's content last changed here (a pull that found it changed, created or
+    # deleted, or a push): what downstream loads select "changed since" on.
+    Column("changed_at", UTCDateTime()),
     Index(None, "lead_id"),
+    Index(None, "changed_at"),
     Index(None, "owner_id", "status"),
     Index(None, "status"),
     Index(None, "due_date"),
     Index(None, "deleted_at", "due_date"),  # open and overdue tasks
+)
+
+# Every version of every task (SCD type 2), when [store] history = true: the columns of
+# lsq_tasks, valid from `valid_from` until `valid_to` (NULL: the current version); a
+# deletion is a version of its own with `deleted` true.
+task_history = Table(
+    "lsq_task_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    *(Column(c.name, c.type, nullable=c.nullable and not c.primary_key) for c in tasks.columns),
+    Column("valid_from", UTCDateTime(), nullable=False),
+    Column("valid_to", UTCDateTime()),
+    Column("deleted", Boolean, nullable=False),
+    Index(None, "task_id", "valid_to"),
+    Index(None, "valid_from"),
 )
 
 task_edits = Table(
@@ -61,7 +81,7 @@ task_edits = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("task_id", String(ID_LEN), nullable=False),
     Column("name", String(500)),
-    Column("description", Text),
+    Column("description", long_text()),
     # Text, not a timestamp: other systems insert here, and a malformed value must be
     # stored so that it can be reported, not refused by the database.
     Column("due_date", String(32)),
@@ -94,6 +114,7 @@ sync_runs = Table(
     Column("leads_skipped", Integer, nullable=False, server_default=text("0")),
     Column("tasks_upserted", Integer, nullable=False, server_default=text("0")),
     Column("tasks_deleted", Integer, nullable=False, server_default=text("0")),
+    Column("tasks_skipped", Integer, nullable=False, server_default=text("0")),
     Column("edits_sent", Integer, nullable=False, server_default=text("0")),
     Column("edits_failed", Integer, nullable=False, server_default=text("0")),
     Column("edits_conflict", Integer, nullable=False, server_default=text("0")),
@@ -103,7 +124,25 @@ sync_runs = Table(
     Column("pid", Integer),
     Column("host", String(255)),
     Column("heartbeat_at", UTCDateTime()),
+    # The pass over [leads].query this run works on (NULL for --lead-id and --limit runs):
+    # when its first run started, the :last_success its query is evaluated with, and
+    # whether this run completed it. :last_success is the start of the last complete pass.
+    Column("pass_started_at", UTCDateTime()),
+    Column("pass_since", UTCDateTime()),
+    Column("pass_complete", Boolean, nullable=False, server_default=false()),
     Index(None, "command", "status"),
+)
+
+# Leads whose last fetch failed: tried again at the start of the next passes, whether or
+# not the query still returns them, until they succeed or fail MAX_LEAD_RETRIES times.
+failed_leads = Table(
+    "lsq_failed_leads", metadata,
+    Column("lead_id", String(ID_LEN), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_failed_at", UTCDateTime(), nullable=False),
+    Column("last_failed_at", UTCDateTime(), nullable=False),
+    Column("last_run_id", Integer),
+    Column("last_error", Text),
 )
 
 # The lead ids a pull works through, staged from [leads].query: deduplicated by the
@@ -114,6 +153,7 @@ run_leads = Table(
            primary_key=True),
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("lead_id", String(ID_LEN), nullable=False),
+    # todo | ok | failed | partial (done, but some of its tasks were skipped as bad)
     Column("state", String(8), nullable=False, server_default=text("'todo'")),
     Column("error", Text),
     UniqueConstraint("run_id", "lead_id"),

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -22,6 +23,9 @@ from lsq_sync.types import utcnow
 from lsq_sync.workers import Workers
 
 MAX_SKIP_WARNINGS = 20
+# Passes in a row that try a failing lead again even when the query no longer returns it;
+# after that only the query brings it back (`runs show` and lsq_failed_leads list it).
+MAX_LEAD_RETRIES = 5
 
 
 @dataclass
@@ -40,8 +44,8 @@ class Puller:
     def __init__(self, *, engine: Engine, leads_engine: Engine, query: str,
                  client: LsqClient, counts: RunCounts, log: Any,
                  progress: Progress, options: PullOptions | None = None,
-                 stop: threading.Event | None = None,
-                 params: dict[str, Any] | None = None) -> None:
+                 stop: threading.Event | None = None, history: bool = False,
+                 overlap: timedelta = timedelta(0)) -> None:
         self.engine = engine
         self.leads_engine = leads_engine
         self.query = query
@@ -51,8 +55,13 @@ class Puller:
         self.progress = progress
         self.options = options or PullOptions()
         self.stop = stop or threading.Event()
-        self.params = params or {}
+        self.params: dict[str, Any] = {}
+        self.history = history
+        self.overlap = overlap
         self.stopped: str | None = None     # why the run ended before its last lead
+        # A pass goes over the whole query; --lead-id and --limit runs do not (they never
+        # move :last_success, and what they leave is not resumed).
+        self.is_pass = self.options.lead_ids is None and self.options.limit is None
         self._skip_warnings = 0
 
     # -- staging -------------------------------------------------------------------------
@@ -72,10 +81,12 @@ class Puller:
         return leads.stream_query(self.leads_engine, self.query, self.params)
 
     def stage(self, run_id: int) -> leads.Staged:
-        """List this run's leads: first what an unfinished pull left, then the query's rest."""
+        """List this run's leads. A pass: first what an unfinished pass left (with the
+        :last_success that pass started with), then the leads that failed lately, then
+        the query's rest. Other runs: the given ids, or the query's first --limit leads."""
         previous = None
         start = done = 0
-        if self.options.lead_ids is None:
+        if self.is_pass:
             if self.options.restart:
                 dropped = leads.forget_unfinished(self.engine, run_id)
                 if dropped:
@@ -83,8 +94,18 @@ class Puller:
             else:
                 previous = leads.unfinished_run(self.engine, run_id)
             if previous is not None:
-                start, done = leads.carry_over(self.engine, previous, run_id)
+                start, done = leads.carry_over(self.engine, previous, run_id,
+                                               retry_below=MAX_LEAD_RETRIES)
                 self.log.info("resuming", from_run=previous, leads_done_before=done)
+            self.params["last_success"] = runs.begin_pass(self.engine, run_id, previous,
+                                                          self.overlap)
+            retry = leads.to_retry(self.engine, MAX_LEAD_RETRIES)
+            if retry:
+                again = leads.stage(self.engine, run_id, [retry], start=start, stop=self.stop)
+                start = max(start, again.last_seq)
+                self.log.info("retrying_failed_leads", leads=len(retry))
+        else:
+            self.params["last_success"] = runs.last_success(self.engine, self.overlap)
         staged = leads.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
                              on_skip=self._on_skip, start=start, stop=self.stop)
         staged.total = leads.count_todo(self.engine, run_id)
@@ -98,7 +119,14 @@ class Puller:
 
     def _fetch(self, seq: int, lead_id: str) -> LeadOutcome:
         try:
-            return LeadOutcome(seq, lead_id, rows=self.client.retrieve_tasks(lead_id))
+            found = self.client.retrieve_task_list(lead_id)
+            for task_id, why in found.bad.items():
+                self.log.warning("task_skipped", lead_id=lead_id, task_id=task_id, reason=why,
+                                 action="its last good row is kept; fix it in LeadSquared")
+            for task_id in found.cleaned:
+                self.log.warning("nul_replaced", lead_id=lead_id, task_id=task_id,
+                                 action="NUL characters stored as U+FFFD")
+            return LeadOutcome(seq, lead_id, rows=found.rows, skipped=found.bad)
         except AuthError:
             raise
         except ApiError as exc:
@@ -162,6 +190,8 @@ class Puller:
         self.progress.finish()
         if abort is not None:
             raise abort
+        if self.is_pass and self.stopped is None and exhausted:
+            runs.complete_pass(self.engine, run_id)
         return self.counts
 
     def _why_stopped(self) -> str:
@@ -204,14 +234,17 @@ class Puller:
         ok = sum(1 for o in outcomes if o.ok)
         failed = len(outcomes) - ok
         with self.engine.begin() as conn:
-            result = write_batch(conn, outcomes, run_id=run_id, now=utcnow())
+            result = write_batch(conn, outcomes, run_id=run_id, now=utcnow(),
+                                 history=self.history)
             after = replace(self.counts,
                             leads_ok=self.counts.leads_ok + ok,
                             leads_failed=self.counts.leads_failed + failed,
                             tasks_upserted=self.counts.tasks_upserted + result.upserted,
-                            tasks_deleted=self.counts.tasks_deleted + result.deleted)
+                            tasks_deleted=self.counts.tasks_deleted + result.deleted,
+                            tasks_skipped=self.counts.tasks_skipped + result.skipped)
             runs.save_counts(conn, run_id, after)
         # Only what was committed is counted.
-        for name in ("leads_ok", "leads_failed", "tasks_upserted", "tasks_deleted"):
+        for name in ("leads_ok", "leads_failed", "tasks_upserted", "tasks_deleted",
+                     "tasks_skipped"):
             setattr(self.counts, name, getattr(after, name))
         self.progress.advance(ok=ok, failed=failed)

@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -22,7 +22,7 @@ from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
 from lsq_sync.ratelimit import Stopped
 from lsq_sync.runs import RunCounts
 from lsq_sync.states import EditStatus, OnConflict
-from lsq_sync.store import LeadOutcome, raw_hash, write_batch
+from lsq_sync.store import LeadOutcome, raw_hash, record_history, write_batch
 from lsq_sync.tasks import parse_date
 from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
@@ -94,7 +94,7 @@ class Pusher:
     def __init__(self, *, engine: Engine, client: LsqClient | None, counts: RunCounts,
                  log: Any, notify_by: str, max_edit_attempts: int,
                  on_conflict: OnConflict = "skip",
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, history: bool = False) -> None:
         self.engine = engine
         self.client = client
         self.counts = counts
@@ -102,6 +102,7 @@ class Pusher:
         self.notify_by = notify_by
         self.max_edit_attempts = max_edit_attempts
         self.on_conflict = on_conflict
+        self.history = history
         self.stop = stop or threading.Event()
         self.stopped: str | None = None
 
@@ -337,7 +338,8 @@ class Pusher:
             outcome = LeadOutcome(0, job.lead_id, rows=job.rows)
             try:
                 with self.engine.begin() as conn:
-                    written = write_batch(conn, [outcome], run_id=run_id, now=utcnow())
+                    written = write_batch(conn, [outcome], run_id=run_id, now=utcnow(),
+                                          history=self.history)
                     runs.save_counts(conn, run_id, self._bump(
                         tasks_upserted=written.upserted, tasks_deleted=written.deleted))
             except SQLAlchemyError as exc:
@@ -390,7 +392,9 @@ class Pusher:
                         status=EditStatus.SENT, sent_at=now, attempts=attempts, run_id=run_id,
                         last_error=decided.describe()))
                     assert sent.remote is not None
-                    self._apply(conn, decided, sent.remote)
+                    self._apply(conn, decided, sent.remote, now)
+                    if self.history:
+                        record_history(conn, [decided.task_id], now)
                     counts["edits_sent"] = len(ids)
                 elif decided.outcome == "applied":
                     conn.execute(update(task_edits).where(rows).values(
@@ -462,12 +466,14 @@ class Pusher:
         return (text if text.startswith(kind) else kind + text)[:2000]
 
     @staticmethod
-    def _apply(conn: Connection, decided: Plan, remote: Mapping[str, Any]) -> None:
+    def _apply(conn: Connection, decided: Plan, remote: Mapping[str, Any],
+               now: datetime) -> None:
         """lsq_tasks takes the merged state at once: the CRM's row as just read with the
         sent values laid over it, `raw` and `raw_hash` included, so that the next pull
         notices any later change (the CRM setting an old value back, say)."""
         raw = dict(remote["raw"])
-        values: dict[str, Any] = {"lead_id": remote["lead_id"], "deleted_at": None}
+        values: dict[str, Any] = {"lead_id": remote["lead_id"], "deleted_at": None,
+                                   "changed_at": now}
         owner_known = True
         for name, value in decided.values.items():
             if name == "due_date":

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from lsq_sync.models import failed_leads as failed_leads_table
 from lsq_sync.models import run_leads, sync_runs
 from lsq_sync.types import utcnow
 
@@ -23,6 +24,7 @@ class RunCounts:
     leads_skipped: int = 0
     tasks_upserted: int = 0
     tasks_deleted: int = 0
+    tasks_skipped: int = 0
     edits_sent: int = 0
     edits_failed: int = 0
     edits_conflict: int = 0
@@ -34,10 +36,7 @@ class RunCounts:
 
     @property
     def failures(self) -> int:
-        return self.leads_failed + self.edits_failed + self.edits_conflict
-
-
-COUNT_NAMES = [f.name for f in fields(RunCounts)]
+        return self.leads_failed + self.tasks_skipped + self.edits_failed + self.edits_conflict
 
 
 def start(engine: Engine, command: str) -> int:
@@ -66,17 +65,50 @@ def finish(engine: Engine, run_id: int, status: str, counts: RunCounts,
             error=error[:2000] if error else None, **counts.as_dict()))
         if not keep_leads:
             conn.execute(delete(run_leads).where(run_leads.c.run_id == run_id,
-                                                 run_leads.c.state != "failed"))
+                                                 run_leads.c.state.not_in(KEPT_STATES)))
 
 
-def last_success(engine: Engine) -> datetime | None:
-    """When the last successful pull (or sync) started: the `:last_success` parameter."""
+def last_success(engine: Engine, overlap: timedelta = timedelta(0)) -> datetime | None:
+    """The `:last_success` parameter: when the last complete pass over [leads].query
+    started (its first run, if it was resumed), `overlap` earlier. Runs with --lead-id or
+    --limit are no pass and never move it; nor does a pass that was stopped, capped or
+    killed until a later run completes it."""
     with engine.connect() as conn:
         value: datetime | None = conn.execute(
-            select(func.max(sync_runs.c.started_at)).where(
+            select(func.max(sync_runs.c.pass_started_at)).where(
                 sync_runs.c.command.in_(("pull", "sync")),
-                sync_runs.c.status == "succeeded")).scalar()
-    return value
+                sync_runs.c.pass_complete.is_(True))).scalar()
+    return None if value is None else value - overlap
+
+
+def begin_pass(engine: Engine, run_id: int, continues: int | None,
+               overlap: timedelta = timedelta(0)) -> datetime | None:
+    """Make `run_id` a run of a pass: a new one that starts now (its query evaluated with
+    the current :last_success), or the pass of run `continues`. Returns the pass's
+    :last_success."""
+    with engine.begin() as conn:
+        if continues is not None:
+            row = conn.execute(select(sync_runs.c.pass_started_at, sync_runs.c.pass_since)
+                               .where(sync_runs.c.id == continues)).one()
+            started: datetime = row.pass_started_at
+            since: datetime | None = row.pass_since
+        else:
+            started = conn.execute(select(sync_runs.c.started_at)
+                                   .where(sync_runs.c.id == run_id)).scalar_one()
+            since = None
+    if continues is None:
+        since = last_success(engine, overlap)
+    with engine.begin() as conn:
+        conn.execute(update(sync_runs).where(sync_runs.c.id == run_id)
+                     .values(pass_started_at=started, pass_since=since))
+    return since
+
+
+def complete_pass(engine: Engine, run_id: int) -> None:
+    """Every lead of the run's pass was done (or failed, and kept for retry)."""
+    with engine.begin() as conn:
+        conn.execute(update(sync_runs).where(sync_runs.c.id == run_id)
+                     .values(pass_complete=True))
 
 
 def calls_since(engine: Engine, since: datetime, but: int) -> int:
@@ -88,6 +120,7 @@ def calls_since(engine: Engine, since: datetime, but: int) -> int:
 
 
 KEEP_FAILED_LEADS_OF = 100  # runs
+KEPT_STATES = ("failed", "partial")  # lead rows kept after a run, for `runs show`
 
 
 def prune(engine: Engine) -> None:
@@ -99,7 +132,7 @@ def prune(engine: Engine) -> None:
         old = select(sync_runs.c.id).where(sync_runs.c.id < newest - KEEP_FAILED_LEADS_OF,
                                            sync_runs.c.status != "running")
         conn.execute(delete(run_leads).where(run_leads.c.run_id.in_(old),
-                                             run_leads.c.state == "failed"))
+                                             run_leads.c.state.in_(KEPT_STATES)))
 
 
 def get(engine: Engine, run_id: int) -> dict[str, Any] | None:
@@ -108,11 +141,26 @@ def get(engine: Engine, run_id: int) -> dict[str, Any] | None:
         return dict(row._mapping) if row else None
 
 
-def failed_leads(engine: Engine, run_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+def failed_leads(engine: Engine, run_id: int, limit: int = 1000,
+                 state: str = "failed") -> list[dict[str, Any]]:
+    """The run's leads in `state` (failed; partial: done with bad tasks skipped), with why;
+    failed ones also say how many fetches in a row have failed (retried up to
+    MAX_LEAD_RETRIES)."""
     with engine.connect() as conn:
-        rows = conn.execute(select(run_leads.c.lead_id, run_leads.c.error)
-                            .where(run_leads.c.run_id == run_id, run_leads.c.state == "failed")
-                            .order_by(run_leads.c.seq).limit(limit))
+        rows = conn.execute(
+            select(run_leads.c.lead_id, run_leads.c.error, failed_leads_table.c.failures)
+            .select_from(run_leads.outerjoin(
+                failed_leads_table, failed_leads_table.c.lead_id == run_leads.c.lead_id))
+            .where(run_leads.c.run_id == run_id, run_leads.c.state == state)
+            .order_by(run_leads.c.seq).limit(limit))
+        return [dict(r._mapping) for r in rows]
+
+
+def failing_leads(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
+    """Leads whose fetches keep failing, most failures first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(failed_leads_table).order_by(
+            failed_leads_table.c.failures.desc(), failed_leads_table.c.lead_id).limit(limit))
         return [dict(r._mapping) for r in rows]
 
 
@@ -120,6 +168,36 @@ def recent(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit))
         return [dict(row._mapping) for row in rows]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def sentence(command: str, run_id: int, status: str, counts: RunCounts) -> str:
+    """One line that says what a run did, for people (the JSON summary is run_finished)."""
+    c = counts
+    parts = []
+    if command in ("pull", "sync"):
+        parts.append(f"{c.leads_ok:,}/{c.leads_total:,} leads pulled, "
+                     f"{_plural(c.tasks_upserted, 'task')} written, "
+                     f"{c.tasks_deleted:,} marked deleted")
+    if command in ("push", "sync"):
+        parts.append(f"{_plural(c.edits_sent, 'edit')} sent")
+    parts.append(f"{_plural(c.api_calls, 'API call')} ({c.throttled:,} throttled)")
+    return f"{command} run {run_id} {status}: " + ", ".join(parts)
+
+
+def what_failed(counts: RunCounts) -> str:
+    """What made a run partial, e.g. '2 leads failed, 1 edit in conflict'."""
+    c = counts
+    parts = [text for n, text in (
+        (c.leads_failed, f"{_plural(c.leads_failed, 'lead')} failed"),
+        (c.tasks_skipped, f"{_plural(c.tasks_skipped, 'bad task')} skipped"),
+        (c.edits_failed, f"{_plural(c.edits_failed, 'edit')} failed"),
+        (c.edits_conflict, f"{_plural(c.edits_conflict, 'edit')} held as conflicts"),
+    ) if n]
+    return ", ".join(parts)
 
 
 def status_for(counts: RunCounts, *, aborted: bool, stopped: bool = False) -> str:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
-from lsq_sync.models import run_leads, tasks
-from lsq_sync.types import json_dumps
+from lsq_sync.models import failed_leads, run_leads, task_history, tasks
+from lsq_sync.types import UTCDateTime, json_dumps
 from lsq_sync.upsert import upsert
 
 CHUNK = 500  # ids per IN list: well inside every dialect's parameter limit
@@ -35,6 +35,7 @@ class LeadOutcome:
     lead_id: str
     rows: list[dict[str, Any]] | None = None
     error: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # bad tasks: id -> why
 
     @property
     def ok(self) -> bool:
@@ -45,6 +46,7 @@ class LeadOutcome:
 class BatchResult:
     upserted: int = 0
     deleted: int = 0
+    skipped: int = 0
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -53,13 +55,15 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 
 def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: int,
-                now: datetime) -> BatchResult:
+                now: datetime, history: bool = False) -> BatchResult:
     """Apply the outcomes of several leads in the caller's transaction.
 
-    For each lead that was fetched: its tasks are upserted (only those that changed), its
-    known tasks missing from the answer get `deleted_at`, tasks that came back lose it, and
-    a task listed under a new lead moves there. Leads that failed change nothing but their
-    mark in lsq_run_leads.
+    For each lead that was fetched: its tasks are upserted (only those that changed, with
+    `changed_at`), its known tasks missing from the answer get `deleted_at`, tasks that
+    came back lose it, and a task listed under a new lead moves there. A task skipped as
+    bad keeps its last good row, and is never marked deleted. Leads that failed change
+    nothing but their mark in lsq_run_leads and their count in lsq_failed_leads. With
+    `history`, every new version (changed, moved, deleted, back) goes to lsq_task_history.
     """
     outcomes = list(outcomes)
     good = [o for o in outcomes if o.ok]
@@ -89,27 +93,74 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
                 and old.raw_hash == task["raw_hash"]:
             unchanged.append(task_id)
             continue
-        changed.append({**task, "first_seen_at": now, "last_synced_at": now, "deleted_at": None})
+        changed.append({**task, "first_seen_at": now, "last_synced_at": now, "deleted_at": None,
+                        "changed_at": now})
     upsert(conn, tasks, changed, keep=["first_seen_at"])
     result.upserted = len(changed)
 
-    gone = [tid for tid, old in existing.items() if old.deleted_at is None and tid not in fresh]
+    skipped = {tid for o in good for tid in o.skipped}
+    result.skipped = sum(len(o.skipped) for o in good)
+    gone = [tid for tid, old in existing.items()
+            if old.deleted_at is None and tid not in fresh and tid not in skipped]
     for part in chunks(gone):
         conn.execute(update(tasks).where(tasks.c.task_id.in_(part), tasks.c.deleted_at.is_(None))
-                     .values(deleted_at=now))
+                     .values(deleted_at=now, changed_at=now))
     result.deleted = len(gone)
+    if history:
+        record_history(conn, [row["task_id"] for row in changed] + gone, now)
 
     # Upserted rows already carry `now`; only the unchanged ones need it.
     for part in chunks(unchanged):
         conn.execute(update(tasks).where(tasks.c.task_id.in_(part)).values(last_synced_at=now))
 
-    mark_leads(conn, run_id, [o.seq for o in outcomes if o.ok], "ok")
+    mark_leads(conn, run_id, [o.seq for o in good if not o.skipped], "ok")
     for o in outcomes:
-        if not o.ok:
+        if not o.ok or o.skipped:
+            why = o.error if not o.ok else "skipped bad tasks: " + "; ".join(
+                f"{tid}: {reason}" for tid, reason in o.skipped.items())
             conn.execute(update(run_leads).where(run_leads.c.run_id == run_id,
                                                  run_leads.c.seq == o.seq)
-                         .values(state="failed", error=(o.error or "")[:1000]))
+                         .values(state="failed" if not o.ok else "partial",
+                                 error=(why or "")[:1000]))
+    _count_failures(conn, outcomes, run_id, now)
     return result
+
+
+def _count_failures(conn: Connection, outcomes: list[LeadOutcome], run_id: int,
+                    now: datetime) -> None:
+    """A lead fetched well leaves lsq_failed_leads; a failed one counts one more failure."""
+    for part in chunks([o.lead_id for o in outcomes if o.ok]):
+        conn.execute(delete(failed_leads).where(failed_leads.c.lead_id.in_(part)))
+    bad = {o.lead_id: (o.error or "")[:1000] for o in outcomes if not o.ok}
+    if not bad:
+        return
+    known: set[str] = set()
+    for part in chunks(list(bad)):
+        known.update(conn.execute(select(failed_leads.c.lead_id)
+                                  .where(failed_leads.c.lead_id.in_(part))).scalars())
+    for lead_id, error in bad.items():
+        if lead_id in known:
+            conn.execute(update(failed_leads).where(failed_leads.c.lead_id == lead_id).values(
+                failures=failed_leads.c.failures + 1, last_failed_at=now, last_run_id=run_id,
+                last_error=error))
+        else:
+            conn.execute(insert(failed_leads).values(
+                lead_id=lead_id, failures=1, first_failed_at=now, last_failed_at=now,
+                last_run_id=run_id, last_error=error))
+
+
+def record_history(conn: Connection, task_ids: Sequence[str], now: datetime) -> None:
+    """Close the current version of each task and add the one lsq_tasks holds now (a
+    deletion is a version of its own), in the caller's transaction."""
+    names = [c.name for c in tasks.columns]
+    for part in chunks(task_ids):
+        conn.execute(update(task_history).where(task_history.c.task_id.in_(part),
+                                                task_history.c.valid_to.is_(None))
+                     .values(valid_to=now))
+        conn.execute(insert(task_history).from_select(
+            [*names, "valid_from", "deleted"],
+            select(*tasks.columns, literal(now, UTCDateTime()),
+                   tasks.c.deleted_at.is_not(None)).where(tasks.c.task_id.in_(part))))
 
 
 def mark_leads(conn: Connection, run_id: int, seqs: Sequence[int], state: str) -> None:

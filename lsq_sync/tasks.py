@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,12 +61,45 @@ def parse_reminder(value: Any) -> int | None:
     raise BadRecord(f"Reminder {str(value)[:40]!r} is not a whole number of minutes")
 
 
-def parse_task(item: Any, lead_id: str) -> dict[str, Any]:
+NUL = "\x00"
+REPLACEMENT = "\ufffd"
+
+
+def without_nul(value: Any) -> tuple[Any, bool]:
+    """`value` with every NUL character in its strings (keys too) replaced by U+FFFD, which
+    PostgreSQL's text and JSONB refuse; and whether any was found."""
+    if isinstance(value, str):
+        return (value.replace(NUL, REPLACEMENT), True) if NUL in value else (value, False)
+    if isinstance(value, dict):
+        found = False
+        clean = {}
+        for key, item in value.items():
+            new_key, k_found = without_nul(key)
+            new_item, i_found = without_nul(item)
+            clean[new_key] = new_item
+            found = found or k_found or i_found
+        return (clean, True) if found else (value, False)
+    if isinstance(value, list):
+        pairs = [without_nul(item) for item in value]
+        if any(found for _, found in pairs):
+            return [item for item, _ in pairs], True
+    return value, False
+
+
+def task_id_of(item: Any) -> str:
+    """The TaskID of one listed task, or BadRecord: without it nothing can be kept."""
     if not isinstance(item, dict):
         raise BadRecord(f"a task is {type(item).__name__}, not an object")
     task_id = item.get("TaskID")
-    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 64:
+    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 64 \
+            or NUL in task_id:
         raise BadRecord(f"a task has no usable TaskID ({str(task_id)[:40]!r})")
+    return task_id
+
+
+def parse_task(item: Any, lead_id: str) -> dict[str, Any]:
+    task_id = task_id_of(item)
+    item, _ = without_nul(item)
     row: dict[str, Any] = {"task_id": task_id, "lead_id": lead_id}
     for api, column in TEXT_FIELDS.items():
         value = item.get(api)
@@ -85,8 +119,29 @@ def parse_task(item: Any, lead_id: str) -> dict[str, Any]:
     return row
 
 
+@dataclass
+class TaskList:
+    """One lead's answer: the tasks that parsed, and the ones skipped as bad, by id."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)       # task id -> why
+    cleaned: list[str] = field(default_factory=list)        # task ids that had NULs
+
+
 def parse_task_list(body: Any, lead_id: str) -> list[dict[str, Any]]:
-    """All tasks of one lead, or BadRecord if any part of the answer is malformed."""
+    """All tasks of one lead, or BadRecord if any part of the answer is malformed (what a
+    push needs before it writes a task)."""
+    result = parse_tasks(body, lead_id)
+    for why in result.bad.values():
+        raise BadRecord(why)
+    return result.rows
+
+
+def parse_tasks(body: Any, lead_id: str) -> TaskList:
+    """All tasks of one lead (what a pull needs). A task with a wrongly typed or missing
+    field is skipped (and listed in `bad`), so that it does not freeze its neighbours;
+    BadRecord if the answer itself, or a task without a usable TaskID, is malformed: then
+    nothing of the lead can be trusted (marking its missing tasks deleted would be wrong)."""
     if not isinstance(body, dict):
         raise BadRecord(f"the answer is {type(body).__name__}, not an object")
     items = body.get("TaskList")
@@ -100,4 +155,14 @@ def parse_task_list(body: Any, lead_id: str) -> list[dict[str, Any]]:
     if isinstance(count, int) and count > len(items):
         # Marking the missing ones deleted would be wrong: refuse the partial list.
         raise BadRecord(f"RecordCount is {count} but TaskList holds {len(items)} tasks")
-    return [parse_task(item, lead_id) for item in items]
+    result = TaskList()
+    for item in items:
+        task_id = task_id_of(item)
+        try:
+            result.rows.append(parse_task(item, lead_id))
+        except BadRecord as exc:
+            result.bad[task_id] = str(exc)
+            continue
+        if result.rows[-1]["raw"] is not item:
+            result.cleaned.append(task_id)
+    return result

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime
+from sqlalchemy import JSON, DateTime, Text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -74,6 +74,12 @@ def _iso_datetime(value: Any) -> str:
 def json_type() -> TypeEngine[Any]:
     """JSONB on PostgreSQL, JSON elsewhere (MariaDB stores it as checked LONGTEXT)."""
     return JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def long_text() -> TypeEngine[Any]:
+    """Text of any length a task can hold: MEDIUMTEXT (16 MB) on MySQL/MariaDB, whose TEXT
+    stops at 64 KB; TEXT elsewhere."""
+    return Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 
 def utcnow() -> datetime:

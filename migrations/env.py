@@ -9,8 +9,14 @@ from sqlalchemy.engine import Connection
 
 from lsq_sync.db import make_engine
 from lsq_sync.models import metadata
+from lsq_sync.schema import VERSION_TABLE
 
 config = context.config
+
+
+def _ours(name: str | None, type_: str, _parent: object) -> bool:
+    """`alembic check` compares lsq-sync's tables only, not a neighbour application's."""
+    return type_ != "table" or name is None or name in metadata.tables
 
 
 def _run(connection: Connection) -> None:
@@ -19,6 +25,9 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Our own, so that a database shared with an alembic-managed application works.
+        version_table=config.attributes.get("version_table", VERSION_TABLE),
+        include_name=_ours,
     )
     with context.begin_transaction():
         context.run_migrations()

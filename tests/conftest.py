@@ -138,6 +138,18 @@ def _clean_log_context() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
 
 
+def last_words(output: str) -> list[str]:
+    """A command's closing error lines: `lsq-sync: ...` on a terminal or without logging,
+    the message of the JSON `exit` event when logs are JSON lines."""
+    found = []
+    for line in output.splitlines():
+        if line.startswith("lsq-sync: "):
+            found.append(line)
+        elif line.startswith("{") and '"event": "exit"' in line:
+            found.append("lsq-sync: " + json.loads(line)["message"])
+    return found
+
+
 def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(text(sql), params).all())

@@ -19,7 +19,7 @@ from lsq_sync.cli import cli
 from lsq_sync.demo import fill_leads_table
 from lsq_sync.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Simulator
 
-from .conftest import write_config
+from .conftest import last_words, write_config
 
 
 def all_commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
@@ -37,7 +37,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
 
 
 def one_line_error(result: Result) -> str:
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("lsq-sync: ")]
+    lines = last_words(result.output)
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output
     return lines[0]
@@ -232,9 +232,9 @@ def test_a_bug_is_one_line_and_exit_3(ready: Callable[..., Path],
     path = ready()
     result = invoke("--config", str(path), "pull")
     assert result.exit_code == 3
-    lines = result.output.splitlines()
-    plain = [ln for ln in lines if not ln.startswith("{")]
-    assert len(plain) == 1 and "internal error (ZeroDivisionError)" in plain[0]  # no raw trace
+    assert [ln for ln in result.output.splitlines() if not ln.startswith("{")] == []
+    (last,) = last_words(result.output)  # JSON logs: the last word is a JSON event too
+    assert "internal error (ZeroDivisionError)" in last and "Traceback" not in last
     events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
     assert any(e["event"] == "internal_error" and "a bug" in e.get("exception", "")
                for e in events)

@@ -26,7 +26,7 @@ from lsq_sync.pull import PullOptions
 from lsq_sync.simulator import Faults, Meter, Simulator
 from lsq_sync.types import utcnow
 
-from .conftest import write_config
+from .conftest import last_words, write_config
 from .test_pull import assert_matches
 
 
@@ -77,7 +77,7 @@ def test_a_second_pull_exits_75_naming_the_first(slow: tuple[Path, Engine, Simul
         second = spawn(config, "pull")
         out, _ = second.communicate(timeout=60)
         assert second.returncode == 75, out
-        line = [ln for ln in out.splitlines() if ln.startswith("lsq-sync: ")]
+        line = last_words(out)
         assert len(line) == 1 and "another pull is running: run 1" in line[0]
         assert f"pid {first.pid} on {lock.HOST}" in line[0] and "UTC" in line[0]
     finally:
@@ -292,3 +292,52 @@ def test_runs_json_and_show(db_url: str, sim: Simulator, tmp_path: Path,
     assert len(as_json["failed_leads"]) == 2
     missing = cli_run(config, "runs", "show", "99")
     assert missing.exit_code == 2 and "there is no run 99" in missing.output
+
+
+def test_sigterm_between_two_halves_of_a_pass_loses_no_change(
+        slow: tuple[Path, Engine, Simulator], db_url: str) -> None:
+    """A pass stopped by SIGTERM; a lead it had done changes; the resumed run completes the
+    pass; the next pass still pulls the change (the watermark is the pass's first start)."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a process-level test: the watermark's dialect handling is in test_pull")
+    from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, update
+    config, engine, sim = slow
+    meta = MetaData()
+    crm = Table("crm_leads", meta, Column("lead_id", String(64), primary_key=True),
+                Column("modified_at", DateTime))
+    meta.create_all(engine)
+    ids = list(sim.state.lead_ids())
+    with engine.begin() as conn:
+        conn.execute(insert(crm), [{"lead_id": i, "modified_at": utcnow().replace(tzinfo=None)}
+                                   for i in ids])
+    config.write_text(config.read_text() + "[leads]\nwatermark_overlap_s = 0\nquery = \""
+                      "SELECT lead_id FROM crm_leads WHERE modified_at >= "
+                      "COALESCE(:last_success, '1970-01-01')\"\n")
+    first = spawn(config, "pull")
+    wait_for(lambda: leads_done(engine) >= 10, "some leads to be written")
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=30)
+    assert first.returncode == 1, out
+    with engine.connect() as conn:
+        done = list(conn.execute(text(
+            "SELECT DISTINCT lead_id FROM lsq_tasks")).scalars())
+    assert done
+    for lead in done:                      # leads the stopped run had done change now
+        for task in sim.state.tasks_of(lead):
+            sim.state.change_task(task["TaskID"], Name="Changed overnight")
+    with engine.begin() as conn:
+        conn.execute(update(crm).where(crm.c.lead_id.in_(done))
+                     .values(modified_at=utcnow().replace(tzinfo=None)))
+    resumed = spawn(config, "pull")        # does what the first left: the pass completes
+    out, _ = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, out
+    assert run_row(engine).pass_complete
+    after = spawn(config, "pull")          # the next pass sees the overnight change
+    out, _ = after.communicate(timeout=60)
+    assert after.returncode == 0, out
+    assert run_row(engine).leads_total >= len(done)
+    from lsq_sync.models import tasks
+    with engine.connect() as conn:
+        names = set(conn.execute(select(tasks.c.name).where(tasks.c.lead_id.in_(done)))
+                    .scalars())
+    assert names == {"Changed overnight"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -187,17 +188,64 @@ def test_a_lead_with_an_mx_error_fails_alone_and_changes_nothing(
     assert run is not None and run.status == "partial" and run.leads_failed == 8
 
 
-def test_a_lead_with_a_malformed_task_fails_alone(
+def test_a_bad_task_does_not_freeze_its_lead(
+        db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config], tmp_path: Any) -> None:
+    sim = make_sim(leads=30, max_tasks=8)
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url)
+    pull(cfg)
+    lead = next(x for x in sim.state.lead_ids() if len(sim.state.tasks_of(x)) >= 4)
+    bad, changed, deleted, kept = (t["TaskID"] for t in sim.state.tasks_of(lead)[:4])
+    good_row = synced(engine)[bad]
+    sim.state.change_task(bad, Reminder={"minutes": "soon"}, Name="Bad now")
+    sim.state.change_task(changed, Name="Renamed")
+    sim.state.delete_task(deleted)
+    sim.state.add_task(lead, {**sim.state.tasks_of(lead)[-1], "TaskID": "new-task-1"})
+    result = pull(cfg)
+    assert result.status == "partial" and result.counts.tasks_skipped == 1
+    assert result.counts.leads_failed == 0
+    rows = synced(engine, live=False)
+    assert rows[bad].name == good_row.name and rows[bad].deleted_at is None  # last good row
+    assert rows[bad].raw_hash == good_row.raw_hash
+    assert rows[changed].name == "Renamed" and rows[changed].deleted_at is None
+    assert rows[deleted].deleted_at is not None and rows[kept].deleted_at is None
+    assert rows["new-task-1"].lead_id == lead
+    # runs show names the task and why; the CLI exits 1.
+    from click.testing import CliRunner
+
+    from lsq_sync.cli import cli
+
+    from .conftest import write_config
+    path = write_config(tmp_path / "c.toml", sim, db_url)
+    shown = CliRunner().invoke(cli, ["--config", str(path), "runs", "show",
+                                     str(result.run_id)])
+    assert f"{bad}: task {bad}: Reminder" in shown.output
+    again = CliRunner().invoke(cli, ["--config", str(path), "pull"])
+    assert again.exit_code == 1
+
+
+def test_long_text_and_nul_characters_fit_every_database(
         db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
         make_config: Callable[..., Config]) -> None:
-    sim = make_sim(leads=30, faults=Faults(bad_record_every=10))
+    sim = make_sim(leads=5)
     fill_leads_table(db_url, sim.state.lead_ids())
-    result = pull(make_config(sim, db_url))
-    broken = [i for i in (2, 12, 22) if sim.state.tasks_of(sim.state.lead_id(i))]
-    assert result.counts.leads_failed == len(broken) > 0
-    rows = synced(engine)
-    for i in broken:
-        assert not any(r.lead_id == sim.state.lead_id(i) for r in rows.values())
+    cfg = make_config(sim, db_url)
+    lead = next(x for x in sim.state.lead_ids() if sim.state.tasks_of(x))
+    task_id = sim.state.tasks_of(lead)[0]["TaskID"]
+    long = "x" * 70_000 + "\u00e9"
+    sim.state.change_task(task_id, Description=long, Name="with\x00nul", Extra="a\x00b")
+    result = pull(cfg)
+    assert result.status == "succeeded", result
+    row = synced(engine)[task_id]
+    assert row.description == long and row.name == "with\ufffdnul"
+    assert row.raw["Extra"] == "a\ufffdb"
+    # A 70 KB edit is queued and sent whole.
+    from lsq_sync import edit_queue
+    edit_queue.queue(engine, task_id, {"description": long + "!"})
+    assert app.push(cfg).counts.edits_sent == 1
+    assert sim.state.task(task_id)["Description"] == long + "!"  # type: ignore[index]
+    assert synced(engine)[task_id].description == long + "!"
 
 
 def test_401_aborts_and_writes_nothing(db_url: str, engine: Engine, sim: Simulator,
@@ -270,3 +318,217 @@ def test_leads_from_another_database(empty_db_url: str, sqlite_url: str, sim: Si
     with tasks_engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM sqlite_master WHERE name = 'leads'")
                             ).scalar_one() == 0  # the ids were only read from the other one
+
+
+# -- the watermark: :last_success is the start of the last complete pass -----------------
+
+INCREMENTAL = ("SELECT lead_id FROM crm_leads "
+               "WHERE modified_at >= COALESCE(:last_success, '1970-01-01')")
+
+
+@pytest.fixture
+def crm(db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> Any:
+    """A leads table with a real modified_at column, read by the README's incremental
+    query; `touch(ids)` records a change to those leads now, as a CRM export would."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, update
+
+    from lsq_sync.types import utcnow
+    sim = make_sim(leads=12)
+    meta = MetaData()
+    from sqlalchemy.dialects import mysql
+    table = Table("crm_leads", meta, Column("lead_id", String(64), primary_key=True),
+                  Column("modified_at", DateTime().with_variant(mysql.DATETIME(fsp=6),
+                                                                "mysql", "mariadb")))
+    meta.create_all(engine)
+    ids = list(sim.state.lead_ids())
+    old = utcnow().replace(tzinfo=None) - timedelta(days=1)
+    with engine.begin() as conn:
+        conn.execute(insert(table), [{"lead_id": i, "modified_at": old} for i in ids])
+
+    def touch(leads: list[str], ago: timedelta = timedelta(0)) -> None:
+        with engine.begin() as conn:
+            conn.execute(update(table).where(table.c.lead_id.in_(leads))
+                         .values(modified_at=utcnow().replace(tzinfo=None) - ago))
+
+    def config(overlap: float = 0, **lsq: Any) -> Config:
+        # No overlap by default: these tests must see the watermark's exact edge.
+        base = make_config(sim, db_url, **lsq)
+        return Config(lsq=base.lsq, database=base.database, leads=type(base.leads)(
+            query=INCREMENTAL, watermark_overlap_s=overlap))
+
+    def rename(leads: list[str], name: str) -> None:
+        for lead in leads:
+            for task in sim.state.tasks_of(lead):
+                sim.state.change_task(task["TaskID"], Name=name)
+
+    return SimpleNamespace(sim=sim, ids=ids, touch=touch, config=config, rename=rename)
+
+
+def names_of(engine: Engine, leads: list[str]) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(tasks.c.name).where(tasks.c.lead_id.in_(leads),
+                                                           tasks.c.deleted_at.is_(None)))
+                   .scalars())
+
+
+@pytest.mark.parametrize("by_hand", [["--lead-id"], ["--limit"]])
+def test_a_run_by_hand_never_moves_the_watermark(by_hand: list[str], crm: Any,
+                                                 engine: Engine) -> None:
+    cfg = crm.config()
+    assert pull(cfg).counts.leads_total == 12  # the first complete pass
+    changed = [x for x in crm.ids[3:6] if crm.sim.state.tasks_of(x)]
+    crm.rename(changed, "Changed overnight")
+    crm.touch(changed)
+    manual = pull(cfg, **({"lead_ids": [crm.ids[0]]} if by_hand == ["--lead-id"]
+                          else {"limit": 1}))
+    assert manual.status == "succeeded" and manual.counts.leads_total == 1
+    result = pull(cfg)  # the next pass still sees the change made before the manual run
+    assert result.counts.leads_total == len(changed) > 0
+    assert names_of(engine, changed) == {"Changed overnight"}
+
+
+def test_a_stopped_pass_counts_from_its_first_run(crm: Any, engine: Engine) -> None:
+    assert pull(crm.config()).counts.leads_total == 12
+    crm.touch(crm.ids)                         # every lead changed: the second pass has 12
+    first = pull(crm.config(max_calls_per_run=5))
+    assert first.status == "partial" and first.counts.leads_ok == 5  # stopped at the cap
+    crm.rename(crm.ids, "Changed during the pause")  # the leads it had done change too
+    crm.touch(crm.ids)
+    second = pull(crm.config())                # resumes: the 7 left, and completes the pass
+    assert second.status == "succeeded" and second.counts.leads_total == 7
+    with engine.connect() as conn:
+        passes = conn.execute(select(sync_runs.c.id, sync_runs.c.pass_started_at,
+                                     sync_runs.c.pass_since, sync_runs.c.started_at)
+                              .order_by(sync_runs.c.id)).all()
+    # The resumed run belongs to the pass of its first run, and evaluates the query with
+    # the same :last_success.
+    assert passes[2].pass_started_at == passes[1].pass_started_at == passes[1].started_at
+    assert passes[2].pass_since == passes[1].pass_since == passes[0].started_at
+    third = pull(crm.config())                 # the changes after the pass began are seen
+    assert third.counts.leads_total == 12
+    with_tasks = [x for x in crm.ids if crm.sim.state.tasks_of(x)]
+    assert names_of(engine, with_tasks) == {"Changed during the pause"}
+
+
+def test_failed_leads_are_retried_even_when_the_query_drops_them(
+        crm: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lsq_sync import pull as pull_module
+    from lsq_sync.models import failed_leads
+    monkeypatch.setattr(pull_module, "MAX_LEAD_RETRIES", 3)
+    crm.sim.cfg.faults.mx_error_every = 12      # lead 1 answers an MX error
+    broken = crm.ids[1]
+
+    def failures() -> int | None:
+        with engine.connect() as conn:
+            value = conn.execute(select(failed_leads.c.failures)
+                                 .where(failed_leads.c.lead_id == broken)).scalar()
+        return None if value is None else int(value)
+
+    first = pull(crm.config())
+    assert first.counts.leads_failed == 1 and failures() == 1
+    second = pull(crm.config())                 # the query returns nothing new ...
+    assert second.counts.leads_total == 1 and failures() == 2  # ... but the lead is retried
+    third = pull(crm.config())
+    assert third.counts.leads_total == 1 and failures() == 3
+    fourth = pull(crm.config())                 # the bound: no more retries by themselves
+    assert fourth.counts.leads_total == 0 and failures() == 3
+    crm.sim.cfg.faults.mx_error_every = 0
+    crm.touch([broken])                         # the query brings it back: it heals
+    healed = pull(crm.config())
+    assert healed.counts.leads_ok == 1 and failures() is None
+    assert len(names_of(engine, [broken])) > 0 or not crm.sim.state.tasks_of(broken)
+
+
+def test_the_overlap_catches_a_change_stamped_by_a_slower_clock(crm: Any,
+                                                                engine: Engine) -> None:
+    assert pull(crm.config(overlap=120)).counts.leads_total == 12
+    crm.rename([crm.ids[4]], "Stamped early")
+    crm.touch([crm.ids[4]], ago=timedelta(seconds=60))  # its clock is a minute behind ours
+    assert pull(crm.config(overlap=0)).counts.leads_total == 0   # an exact edge misses it
+    assert pull(crm.config(overlap=120)).counts.leads_total == 1
+
+
+def test_lead_id_that_is_not_a_guid_is_a_usage_error(tmp_path: Any, sqlite_url: str) -> None:
+    from click.testing import CliRunner
+
+    from lsq_sync.cli import cli
+
+    from .conftest import write_config
+    path = write_config(tmp_path / "c.toml", None, sqlite_url)
+    result = CliRunner().invoke(cli, ["--config", str(path), "pull", "--lead-id",
+                                      "00000000-5151-4000-8000-000000000001", "--lead-id",
+                                      "not-a-lead"])
+    assert result.exit_code == 2
+    assert "--lead-id 'not-a-lead' is not a GUID" in result.output
+
+
+def test_changed_at_moves_only_when_content_changes(setup: tuple[Config, Engine, Simulator]
+                                                    ) -> None:
+    cfg, engine, sim = setup
+    lead = next(x for x in sim.state.lead_ids() if len(sim.state.tasks_of(x)) >= 3)
+    renamed, deleted, pushed = (t["TaskID"] for t in sim.state.tasks_of(lead)[:3])
+    pull(cfg)
+    first = {k: r.changed_at for k, r in synced(engine, live=False).items()}
+    assert all(first.values())
+    pull(cfg)  # nothing changed
+    assert {k: r.changed_at for k, r in synced(engine, live=False).items()} == first
+    sim.state.change_task(renamed, Name="Renamed")
+    sim.state.delete_task(deleted)
+    pull(cfg)
+    second = {k: r.changed_at for k, r in synced(engine, live=False).items()}
+    assert {k for k in first if second[k] != first[k]} == {renamed, deleted}
+    assert second[renamed] > first[renamed]
+    from lsq_sync import edit_queue
+    edit_queue.queue(engine, pushed, {"name": "Pushed"})
+    app.push(cfg)
+    third = {k: r.changed_at for k, r in synced(engine, live=False).items()}
+    assert {k for k in first if third[k] != second[k]} == {pushed}
+
+
+def test_history_keeps_every_version(setup: tuple[Config, Engine, Simulator],
+                                     make_config: Callable[..., Config], db_url: str) -> None:
+    from lsq_sync.config import StoreConfig
+    from lsq_sync.models import task_history
+    cfg, engine, sim = setup
+    pull(cfg)  # history off: nothing recorded
+    with engine.connect() as conn:
+        assert conn.execute(select(task_history)).first() is None
+    base = make_config(sim, db_url)
+    on = Config(lsq=base.lsq, database=base.database, leads=base.leads,
+                store=StoreConfig(history=True))
+    lead = next(x for x in sim.state.lead_ids() if len(sim.state.tasks_of(x)) >= 3)
+    renamed, moved, deleted = (t["TaskID"] for t in sim.state.tasks_of(lead)[:3])
+    other = next(x for x in sim.state.lead_ids() if x != lead)
+    sim.state.change_task(renamed, Name="Renamed")
+    pull(on)
+    sim.state.move_task(moved, other)
+    sim.state.delete_task(deleted)
+    owner = next(o for o in ("2b8f1c5e-4d0c-11ec-993a-06f221480cd8",
+                             "1a50c565-8525-11ea-a93b-0aa4c559f4ca")
+                 if o != sim.state.task(renamed)["OwnerID"])  # type: ignore[index]
+    sim.state.change_task(renamed, OwnerID=owner)
+    pull(on)
+    pull(on)  # nothing changed: no version
+    with engine.connect() as conn:
+        versions = conn.execute(select(task_history).order_by(task_history.c.id)).all()
+    by_task: dict[str, list[Any]] = {}
+    for v in versions:
+        by_task.setdefault(v.task_id, []).append(v)
+    assert set(by_task) == {renamed, moved, deleted}
+    first, second = by_task[renamed]
+    assert first.name == "Renamed" and first.valid_to == second.valid_from
+    assert second.owner_id == owner
+    assert second.valid_to is None and not second.deleted
+    (move,) = by_task[moved]
+    assert move.lead_id == other and not move.deleted
+    (gone,) = by_task[deleted]
+    assert gone.deleted and gone.deleted_at is not None and gone.valid_to is None
+    # Exactly one current version per task.
+    with engine.connect() as conn:
+        current = conn.execute(text(
+            "SELECT task_id, COUNT(*) FROM lsq_task_history WHERE valid_to IS NULL "
+            "GROUP BY task_id HAVING COUNT(*) > 1")).all()
+    assert current == []

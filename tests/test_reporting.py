@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.engine import Engine
 
-from lsq_sync.models import task_edits, tasks
+from lsq_sync.models import task_edits, task_history, tasks
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reporting.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
@@ -40,6 +40,21 @@ ROWS = [
 ]
 
 
+def version(row: dict[str, Any], owner: str, since: timedelta, until: timedelta | None,
+            ) -> dict[str, Any]:
+    other = task(row["task_id"], row["lead_id"], owner, row["status"], None)
+    return {**row, "owner_id": other["owner_id"], "owner_name": owner,
+            "valid_from": NOW - since, "valid_to": NOW - until if until is not None else None,
+            "deleted": False}
+
+
+# t1 moved from Asha to Swesh two days ago; t2 from Swesh to Asha a month ago.
+HISTORY = [version(ROWS[0], "Asha", timedelta(days=10), timedelta(days=2)),
+           version(ROWS[0], "Swesh", timedelta(days=2), None),
+           version(ROWS[1], "Swesh", timedelta(days=60), timedelta(days=30)),
+           version(ROWS[1], "Asha", timedelta(days=30), None)]
+
+
 @pytest.fixture
 def filled(engine: Engine) -> Engine:
     with engine.begin() as conn:
@@ -50,6 +65,7 @@ def filled(engine: Engine) -> Engine:
             {"task_id": "t2", "name": None, "due_date": "bad", "status": "failed", "attempts": 0,
              "last_error": "due_date 'bad' is not YYYY-MM-DD HH:MM:SS (UTC)"}])
         conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES ('t4', 'y')"))
+        conn.execute(insert(task_history), HISTORY)
         conn.execute(text(
             "INSERT INTO lsq_sync_runs (command, started_at, status, api_calls, throttled) "
             "VALUES ('pull', :t, 'partial', 40, 2)"), {"t": NOW.replace(tzinfo=None)})
@@ -92,6 +108,9 @@ def test_documented_answers_agree_across_dialects(filled: Engine) -> None:
     assert query(filled, QUERIES[6]) == [("lead-3", 1)]
     assert [r[:2] for r in query(filled, QUERIES[9])] == [("failed", 1), ("pending", 1),
                                                          ("sent", 1)]
+    assert [r[:4] for r in query(filled, QUERIES[13])] == [("t1", "Task t1", "Asha", "Swesh")]
+    assert [(r[0], r[3]) for r in query(filled, QUERIES[14])] == [("t1", False),
+                                                                  ("t1", False)]
 
 
 def test_timestamps_round_trip_as_utc(filled: Engine) -> None:

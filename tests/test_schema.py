@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
@@ -39,7 +41,7 @@ def test_a_missing_schema_is_refused_with_the_fix(empty_db_url: str) -> None:
 def test_an_old_schema_is_refused(db_url: str) -> None:
     engine = db.make_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'base0'"))
+        conn.execute(text("UPDATE lsq_sync_alembic_version SET version_num = 'base0'"))
     with pytest.raises(SchemaError, match="newer lsq-sync"):
         schema.require_current(engine)
 
@@ -93,3 +95,80 @@ def test_unreachable_database_is_a_store_error(tmp_path: object) -> None:
 
 def test_passwords_are_masked() -> None:
     assert "hunter2" not in db.safe_url("postgresql://me:hunter2@db/x")
+
+
+def test_upgrading_from_0005_keeps_the_watermark_and_sets_changed_at(
+        empty_db_url: str) -> None:
+    from lsq_sync import runs
+    engine = db.make_engine(empty_db_url)
+    schema.upgrade(engine, "0005")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO lsq_tasks (task_id, lead_id, name, description, first_seen_at, "
+            "last_synced_at) VALUES ('t1', 'l1', 'kept', 'd', '2026-01-01 00:00:00', "
+            "'2026-01-02 03:04:05')"))
+        for started, status in [("2026-01-02 00:00:00", "succeeded"),
+                                ("2026-01-03 00:00:00", "partial")]:
+            conn.execute(text(
+                "INSERT INTO lsq_sync_runs (command, started_at, status) "
+                "VALUES ('pull', :s, :st)"), {"s": started, "st": status})
+    schema.upgrade(engine)
+    schema.require_current(engine)
+    watermark = runs.last_success(engine)
+    assert watermark is not None and watermark.isoformat() == "2026-01-02T00:00:00+00:00"
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT name, changed_at FROM lsq_tasks")).one()
+        unfinished = conn.execute(text(
+            "SELECT pass_started_at FROM lsq_sync_runs WHERE status = 'partial'")).scalar()
+    assert row[0] == "kept" and str(row[1]).startswith("2026-01-02 03:04:05")
+    assert unfinished is not None  # resumable as a pass, its query evaluated with NULL
+    engine.dispose()
+
+
+def test_a_database_shared_with_an_alembic_application(db_url: str, tmp_path: Any) -> None:
+    """Another application's alembic_version is theirs: upgrade, check and doctor work."""
+    engine = db.make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('ae1027a6acf')"))
+    assert schema.upgrade(engine)[1] == schema.head()
+    schema.require_current(engine)
+    with engine.connect() as conn:
+        theirs = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    assert theirs == ["ae1027a6acf"]
+    command.check(schema.alembic_config(engine))  # their table is not ours to compare
+    from click.testing import CliRunner
+
+    from lsq_sync.cli import cli
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{db_url}"\n')
+    for args, code in ((["db", "upgrade"], 0), (["db", "check"], 0), (["db", "current"], 0)):
+        result = CliRunner().invoke(cli, ["--config", str(path), *args])
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output and "newer" not in result.output
+    engine.dispose()
+
+
+def test_an_older_install_moves_its_revision_over(empty_db_url: str, tmp_path: Any) -> None:
+    engine = db.make_engine(empty_db_url)
+    schema.upgrade(engine, "0005", version_table=schema.LEGACY_VERSION_TABLE)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO lsq_tasks (task_id, lead_id, name, first_seen_at, last_synced_at) "
+            "VALUES ('t1', 'l1', 'kept', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+    with pytest.raises(SchemaError, match=r"recorded the old way.*db upgrade"):
+        schema.require_current(engine)
+    from click.testing import CliRunner
+
+    from lsq_sync.cli import cli
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{empty_db_url}"\n')
+    check = CliRunner().invoke(cli, ["--config", str(path), "db", "check"])
+    assert check.exit_code == 3 and "db upgrade" in check.output
+    assert schema.upgrade(engine) == ("0005", schema.head())
+    schema.require_current(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM lsq_tasks")).scalar_one() == "kept"
+        names = set(inspect(conn).get_table_names())
+    assert "alembic_version" not in names  # it held only ours
+    engine.dispose()

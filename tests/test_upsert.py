@@ -26,7 +26,8 @@ def task(task_id: str, name: str | None = "n", **changes: Any) -> dict[str, Any]
         "due_date": T0 + timedelta(days=3), "created_on": T0.replace(microsecond=0),
         "owner_id": "o-1", "owner_name": "Asha", "created_by": None, "created_by_name": None,
         "status": "Pending", "reminder_minutes": 15, "first_seen_at": T0, "last_synced_at": T0,
-        "deleted_at": None, "raw": {"TaskID": task_id, "Name": name, "n": [1, 2.5, None, True]},
+        "changed_at": T0, "deleted_at": None,
+        "raw": {"TaskID": task_id, "Name": name, "n": [1, 2.5, None, True]},
     }
     row.update(changes)
     row["raw_hash"] = raw_hash(row["raw"])
