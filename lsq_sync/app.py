@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,12 +15,13 @@ import httpx
 import structlog
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from lsq_sync import db, lock, runs, schema
+from lsq_sync import db, health, lock, runs, schema
 from lsq_sync import leads as leads_mod
 from lsq_sync.client import LsqClient
 from lsq_sync.config import Config
-from lsq_sync.errors import LockedError, LsqSyncError
+from lsq_sync.errors import FatalError, LockedError, LsqSyncError
 from lsq_sync.logs import get_logger
 from lsq_sync.models import locks, sync_runs
 from lsq_sync.progress import Progress
@@ -122,6 +123,7 @@ def recorded_run(engine: Engine, command: str, counts: RunCounts, log: Any) -> I
         keep = run.stopped is not None
     except LsqSyncError as exc:
         run.error = str(exc)
+        keep = isinstance(exc, FatalError)  # its leads stay for the next run to resume
         raise
     except KeyboardInterrupt:
         run.error = "interrupted; the next pull continues with the leads left"
@@ -203,6 +205,26 @@ def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = 
     engine = open_store(cfg)
     source = leads_engine(cfg, engine) if command != "push" else engine
     counts = RunCounts()
+    try:
+        return _work(cfg, command, ctx, options, engine, source, counts, log)
+    finally:
+        publish_metrics(cfg, engine, log)
+
+
+def publish_metrics(cfg: Config, engine: Engine, log: Any) -> None:
+    """Write [metrics].textfile from what the database says now; a failure is logged,
+    never the run's."""
+    if not cfg.metrics.textfile:
+        return
+    try:
+        health.write_textfile(cfg.metrics.textfile, health.report(engine))
+    except (LsqSyncError, SQLAlchemyError) as exc:
+        log.error("metrics_not_written", path=cfg.metrics.textfile,
+                  error=str(exc) if isinstance(exc, LsqSyncError) else db.describe(exc))
+
+
+def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
+          engine: Engine, source: Engine, counts: RunCounts, log: Any) -> RunResult:
     with recorded_run(engine, command, counts, log) as run:
         client = make_client(cfg, ctx, log, engine, call_cap(cfg, engine, run.id))
         try:
@@ -286,7 +308,10 @@ def doctor(cfg: Config) -> list[Check]:
     try:
         cfg.lsq.require_credentials()
         log = get_logger("lsq_sync.doctor")
-        with make_client(cfg, Context(), log) as client:
+        # One try with a short timeout: doctor says what is wrong, it does not wait it out.
+        once = replace(cfg, lsq=replace(cfg.lsq, timeout_s=min(cfg.lsq.timeout_s, 5.0),
+                                        max_attempts=1))
+        with make_client(once, Context(), log) as client:
             answer = client.user_by_access_key()
         who = answer.get("EmailAddress") if isinstance(answer, dict) else None
         zone = answer.get("TimeZone") if isinstance(answer, dict) else None

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -15,14 +16,7 @@ import click
 from lsq_sync import __version__, app, db, edit_queue, logs, runs, schema
 from lsq_sync import config as config_mod
 from lsq_sync.client import redact, secret_forms
-from lsq_sync.errors import (
-    ApiError,
-    AuthError,
-    ConfigError,
-    LockedError,
-    LsqSyncError,
-    StoreError,
-)
+from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
 from lsq_sync.leads import check_lead_id
 from lsq_sync.pull import PullOptions
 from lsq_sync.states import EditStatus
@@ -31,12 +25,11 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ABORTED, EXIT_LOCKED = 0, 1, 2, 3, 75
 
 
 def exit_code(exc: BaseException) -> int:
+    """ConfigError 2, LockedError 75, anything else that aborted a command 3."""
     if isinstance(exc, ConfigError):
         return EXIT_USAGE
     if isinstance(exc, LockedError):
         return EXIT_LOCKED
-    if isinstance(exc, AuthError | StoreError | ApiError):
-        return EXIT_ABORTED
     return EXIT_ABORTED
 
 
@@ -150,7 +143,24 @@ def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
     failed; 2 bad usage or configuration; 3 aborted (credentials rejected,
     database unreachable, schema not current); 75 another run holds the lock.
     """
+    logs.forget()
     ctx.obj = Settings(config_path, log_format, log_level)
+
+
+@cli.command()
+@click.argument("path", required=False, default="lsq_sync.toml",
+                type=click.Path(dir_okay=True, path_type=Path))
+def init(path: Path) -> None:
+    """Write a commented config file to start from (default ./lsq_sync.toml).
+
+    Every key is there with its default and what it does. An existing file is
+    never overwritten. Then: set [lsq] base_url and the keys, [database] url
+    and [leads] query, run `lsq-sync db upgrade` and `lsq-sync doctor`.
+    """
+    written = config_mod.write_example(path)
+    click.echo(f"wrote {written}; set [lsq] base_url and the keys (or $LSQ_ACCESS_KEY and "
+               f"$LSQ_SECRET_KEY), [database] url and [leads] query, then run "
+               f"`lsq-sync db upgrade` and `lsq-sync doctor`")
 
 
 # -- db ------------------------------------------------------------------------------------
@@ -529,6 +539,68 @@ def edits_cancel(settings: Settings, ids: tuple[int, ...]) -> None:
     count = edit_queue.cancel(app.open_store(cfg), ids)
     click.echo(f"{count} edit(s) cancelled" + ("" if count == len(set(ids)) else
                                                "; the others were already sent or cancelled"))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@click.option("--max-age", metavar="DURATION",
+              help="Exit 1 when the last successful pull finished longer ago than this "
+                   "(e.g. 30m, 2h, 1d): a check for monitoring.")
+@pass_settings
+def status(settings: Settings, as_json: bool, max_age: str | None) -> None:
+    """Freshness and health: per command the last run and the last success, the edit
+    queue by status, the leads that keep failing, and runs under way.
+
+    A pull counts as a success when it succeeded or completed its pass (a pass
+    whose only failures are leads kept for retry). With --max-age, exit 1 when
+    the last successful pull is older, with one line saying how old.
+    """
+    from lsq_sync import health
+
+    limit = health.parse_duration(max_age) if max_age is not None else None
+    cfg = settings.config()
+    settings.setup_logging(cfg)
+    report = health.report(app.open_store(cfg))
+    problem = health.stale(report, limit) if limit is not None else None
+    if as_json:
+        click.echo(json.dumps({**report, "stale": problem}, default=_iso))
+    else:
+        for line in _status_lines(report):
+            click.echo(line)
+    if problem is not None:
+        fail(f"stale: {problem}; see `lsq-sync runs`", EXIT_PARTIAL)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "never"
+
+
+def _status_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for command, info in report["commands"].items():
+        run = info["last_run"]
+        if run is None:
+            lines.append(f"{command:6s} never run")
+            continue
+        took = f", {run['duration_s']:.1f} s" if run["duration_s"] is not None else ""
+        lines.append(f"{command:6s} last run {run['id']} {run['status']} at "
+                     f"{_when(run['started_at'])}{took}; last success "
+                     f"{_when(info['last_success_at'])}")
+        if run["error"]:
+            lines.append(f"       {run['error']}")
+    lines.append("edits  " + ", ".join(f"{k} {v}" for k, v in report["edits"].items()))
+    lines.append(f"failing leads: {report['failing_leads']}")
+    for lead in report["failing_leads_top"]:
+        lines.append(f"  {lead['lead_id']} failed {lead['failures']} time(s) in a row: "
+                     f"{lead['last_error']}")
+    for run in report["running"]:
+        lines.append(f"running: run {run['id']} ({run['command']}) pid {run['pid']} on "
+                     f"{run['host']} since {_when(run['started_at'])}")
+    return lines
 
 
 @cli.command()

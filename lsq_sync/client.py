@@ -20,6 +20,7 @@ from lsq_sync.errors import (
     RejectedError,
     ThrottledError,
     TransientError,
+    UnreachableError,
 )
 from lsq_sync.ratelimit import RateLimiter, Stopped
 from lsq_sync.tasks import TaskList, parse_task_list, parse_tasks
@@ -30,6 +31,10 @@ USER_BY_ACCESS_KEY = "/v2/Authentication.svc/UserByAccessKey.Get"
 
 _LIMIT_RE = re.compile(r"limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s*second", re.IGNORECASE)
 MAX_BACKOFF_S = 60.0
+# Connections in a row that fail before any answer (refused, DNS, TLS, connect timeout),
+# across every thread: then the host is wrong or down, and the run stops within seconds
+# instead of failing every lead through its retries.
+UNREACHABLE_AFTER = 3
 
 
 class CapReached(Stopped):
@@ -118,6 +123,7 @@ class Stats:
         self.calls = 0
         self.throttled = 0
         self.retries = 0
+        self.unreachable = 0  # connection failures in a row, reset by any answer
 
     def take_call(self, cap: int | None) -> bool:
         """Count one more call, unless `cap` calls were made already."""
@@ -126,6 +132,12 @@ class Stats:
                 return False
             self.calls += 1
             return True
+
+    def connection(self, ok: bool) -> int:
+        """Record whether a request reached the host; returns the failures in a row."""
+        with self._lock:
+            self.unreachable = 0 if ok else self.unreachable + 1
+            return self.unreachable
 
     def add(self, *, calls: int = 0, throttled: int = 0, retries: int = 0) -> None:
         with self._lock:
@@ -234,8 +246,18 @@ class LsqClient:
                 raise CapReached
             slot = self.limiter.acquire()
             try:
-                response = http.request(method, url, json=json_body,
-                                        extensions={"trace": self._tracer(slot)})
+                try:
+                    response = http.request(method, url, json=json_body,
+                                            extensions={"trace": self._tracer(slot)})
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    if self.stats.connection(ok=False) >= UNREACHABLE_AFTER:
+                        raise UnreachableError(
+                            f"cannot reach [lsq].base_url ({httpx.URL(self.cfg.base_url).host}"
+                            f": {self._transport_error(exc)}); nothing was marked failed, "
+                            f"the next run continues; `lsq-sync doctor` checks the host"
+                        ) from None
+                    raise
+                self.stats.connection(ok=True)
                 return classify(response.status_code, response.content, self._forms)
             except ThrottledError as exc:
                 self.stats.add(throttled=1)

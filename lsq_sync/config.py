@@ -103,6 +103,11 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    textfile: str = ""      # a Prometheus textfile-collector path; empty = off
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "auto"
     level: str = "info"
@@ -115,6 +120,7 @@ class Config:
     leads: LeadsConfig = field(default_factory=LeadsConfig)
     push: PushConfig = field(default_factory=PushConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "defaults"
 
@@ -250,6 +256,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
                           "max_edit_attempts": _int(1),
                           "on_conflict": _choice("skip", "local", "remote")}),
     "store": (StoreConfig, {"history": _bool}),
+    "metrics": (MetricsConfig, {"textfile": _string}),
     "log": (LogConfig, {"format": _choice("auto", "json", "console"),
                         "level": _choice("debug", "info", "warning", "error")}),
 }
@@ -294,6 +301,35 @@ def from_mapping(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     return Config(**sections, source=source)
 
 
+EXAMPLE_NAME = "config.example.toml"
+
+
+def example_text() -> str:
+    """The commented example config: shipped inside the package, or at the root of a
+    source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / EXAMPLE_NAME, here.parent / EXAMPLE_NAME):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise ConfigError(f"{EXAMPLE_NAME} is missing from this installation; reinstall lsq-sync")
+
+
+def write_example(path: Path) -> Path:
+    """`lsq-sync init`: the example config at `path`, never over an existing file."""
+    path = path.expanduser()
+    if path.is_dir():
+        path = path / DEFAULT_PATH.name
+    try:
+        with path.open("x", encoding="utf-8") as out:
+            out.write(example_text())
+    except FileExistsError:
+        raise ConfigError(f"{path} exists already; nothing was written (edit it, or give "
+                          f"another path)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def resolve_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
     """The config file to read: --config, else $LSQ_SYNC_CONFIG, else ./lsq_sync.toml.
 
@@ -316,9 +352,18 @@ def resolve_path(explicit: str | None, env: Mapping[str, str] | None = None) -> 
 
 
 def load(explicit: str | None = None, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read, parse and validate the configuration."""
-    path = resolve_path(explicit, env)
+    """Read, parse and validate the configuration.
+
+    Without a file, only a run configured by its environment ($LSQ_SYNC_DATABASE_URL)
+    goes on: anything else would silently create ./lsq_sync.db on defaults."""
+    env_ = os.environ if env is None else env
+    path = resolve_path(explicit, env_)
     if path is None:
+        if not env_.get(ENV_DATABASE_URL, "").strip():
+            raise ConfigError(
+                f"no config file: looked for --config, ${ENV_CONFIG} and "
+                f"{DEFAULT_PATH.resolve()}; run `lsq-sync init` to write one, or set "
+                f"${ENV_DATABASE_URL} (and the keys) to run on the environment alone")
         return from_mapping({}, env=env, source="defaults and environment")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

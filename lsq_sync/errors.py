@@ -5,7 +5,10 @@
     LsqSyncError
     ├── ConfigError ................ bad configuration or usage (exit 2)
     ├── ApiError ................... the LeadSquared API did not give what was asked
-    │   ├── AuthError .............. 401: keys or host rejected; the run stops (exit 3)
+    │   ├── FatalError ............. the run cannot go on: it stops at once (exit 3),
+    │   │   │                        leaving its leads and edits to the next run
+    │   │   ├── AuthError .......... 401: keys or host rejected
+    │   │   └── UnreachableError ... connections to [lsq].base_url fail again and again
     │   ├── ThrottledError ......... rate limit hit; waited out, never a failure by itself
     │   ├── TransientError ......... 5xx without an MX body, timeout, dropped connection,
     │   │                            malformed body: retried with backoff
@@ -40,8 +43,17 @@ class ApiError(LsqSyncError):
         self.status_code = status_code
 
 
-class AuthError(ApiError):
+class FatalError(ApiError):
+    """The run cannot go on; retrying other leads or edits would fail the same way."""
+
+
+class AuthError(FatalError):
     """The credentials or the host were rejected (HTTP 401)."""
+
+
+class UnreachableError(FatalError):
+    """Several connections in a row to [lsq].base_url failed (refused, DNS, TLS, no
+    answer to connect): the host is wrong or down."""
 
 
 class ThrottledError(ApiError):

@@ -56,6 +56,12 @@ def json_mode() -> bool:
     return bool(_json)
 
 
+def forget() -> None:
+    """A new command starts: until it configures logging, its last word is plain text."""
+    global _json
+    _json = None
+
+
 def wants_console(fmt: str, stream: TextIO) -> bool:
     if fmt == "console":
         return True

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync import leads, runs
 from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
-from lsq_sync.errors import ApiError, AuthError, StoreError
+from lsq_sync.errors import ApiError, FatalError, StoreError
 from lsq_sync.progress import Progress
 from lsq_sync.runs import RunCounts
 from lsq_sync.store import LeadOutcome, write_batch
@@ -127,7 +127,7 @@ class Puller:
                 self.log.warning("nul_replaced", lead_id=lead_id, task_id=task_id,
                                  action="NUL characters stored as U+FFFD")
             return LeadOutcome(seq, lead_id, rows=found.rows, skipped=found.bad)
-        except AuthError:
+        except FatalError:
             raise
         except ApiError as exc:
             self.log.warning("lead_failed", lead_id=lead_id, error=type(exc).__name__,
@@ -136,7 +136,10 @@ class Puller:
             return LeadOutcome(seq, lead_id, error=f"{type(exc).__name__}: {exc}")
 
     def run(self, run_id: int) -> RunCounts:
-        """Fetch every staged lead of `run_id`; raises AuthError after saving what is done."""
+        """Fetch every staged lead of `run_id`; raises FatalError after saving what is done.
+
+        The first request goes alone: a rejected key or a host where nothing answers
+        stops the run after one call, before the workers fan out."""
         opts = self.options
         todo: Iterator[tuple[int, str]] = leads.pending(self.engine, run_id)
         self.progress.start(self.counts.leads_total)
@@ -147,6 +150,7 @@ class Puller:
         last_flush = time.monotonic()
         abort: BaseException | None = None
         exhausted = False
+        answered = False  # until the first lead is back, one request at a time
         stopping_since: float | None = None
         try:
             while True:
@@ -158,7 +162,7 @@ class Puller:
                                      in_flight=workers.in_flight)
                     workers.drop_queued()
                 while (stopping_since is None and not exhausted and abort is None
-                       and workers.has_room()):
+                       and workers.has_room() and (answered or workers.in_flight == 0)):
                     nxt = next(todo, None)
                     if nxt is None:
                         exhausted = True
@@ -170,7 +174,8 @@ class Puller:
                         time.monotonic() - stopping_since > opts.grace_s:
                     self.log.warning("abandoned_in_flight", requests=workers.in_flight)
                     break  # those leads stay to do; the next pull takes them first
-                done, fatal = workers.collect(timeout=0.5, fatal=AuthError)
+                done, fatal = workers.collect(timeout=0.5, fatal=FatalError)
+                answered = answered or bool(done)
                 buffer.extend(done)
                 if fatal is not None:
                     abort = abort or fatal

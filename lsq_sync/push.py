@@ -17,7 +17,7 @@ from lsq_sync import runs
 from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
 from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
-from lsq_sync.errors import ApiError, AuthError, RejectedError, StoreError
+from lsq_sync.errors import ApiError, FatalError, RejectedError, StoreError
 from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
 from lsq_sync.ratelimit import Stopped
 from lsq_sync.runs import RunCounts
@@ -85,7 +85,7 @@ class LeadPush:
     read_error: ApiError | None = None
     done: list[Sent] = field(default_factory=list)
     untried: list[TaskEdits] = field(default_factory=list)  # the run stopped first
-    fatal: AuthError | None = None
+    fatal: FatalError | None = None
 
 
 class Pusher:
@@ -187,7 +187,7 @@ class Pusher:
                 else:
                     try:
                         rows = self.client.retrieve_tasks(lead_id)
-                    except AuthError:
+                    except FatalError:
                         raise
                     except ApiError as exc:
                         emit(f"lead {lead_id}: cannot read its tasks ({exc}); the edits of "
@@ -250,7 +250,7 @@ class Pusher:
         assert self.client is not None
         try:
             job.rows = self.client.retrieve_tasks(job.lead_id)
-        except AuthError:
+        except FatalError:
             raise
         except ApiError as exc:
             job.read_error = exc
@@ -269,7 +269,7 @@ class Pusher:
             except Stopped:
                 job.untried = job.tasks[i:]
                 break
-            except AuthError as exc:
+            except FatalError as exc:
                 job.fatal = exc
                 job.untried = job.tasks[i:]
                 break
@@ -283,6 +283,7 @@ class Pusher:
         workers: Workers[LeadPush, LeadPush] = Workers(
             self._push_lead, self.client.cfg.concurrency, self.client.limiter.stop)
         abort: BaseException | None = None
+        answered = False
         try:
             for page in pending_pages(self.engine):
                 if self._stopping():
@@ -297,9 +298,11 @@ class Pusher:
                 while (queue or workers.in_flight) and abort is None:
                     if self._stopping():
                         queue.clear()  # their claims are released below; they stay pending
-                    while queue and workers.has_room():
+                    # The first lead goes alone: a rejected key costs one call.
+                    while queue and workers.has_room() and (answered or not workers.in_flight):
                         workers.submit(queue.pop(0))
-                    done, fatal = workers.collect(timeout=0.5, fatal=AuthError)
+                    done, fatal = workers.collect(timeout=0.5, fatal=FatalError)
+                    answered = answered or bool(done)
                     for job in done:
                         self._record_lead(run_id, job)
                         fatal = fatal or job.fatal

@@ -298,6 +298,11 @@ class Meter:
         self.gap_sum = 0.0
         self.gaps = 0
         self.by_path: dict[str, int] = {}
+        self.received = 0  # every API request, whatever its answer (401s included)
+
+    def arrived(self) -> None:
+        with self.lock:
+            self.received += 1
 
     def admit(self, path: str) -> bool:
         now = time.monotonic()
@@ -323,7 +328,8 @@ class Meter:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             span = (self.last - self.first) if self.first is not None and self.last else 0.0
-            return {"accepted": self.accepted, "throttled": self.throttled,
+            return {"received": self.received, "accepted": self.accepted,
+                    "throttled": self.throttled,
                     "busiest_window": self.busiest, "limit": self.calls,
                     "period_s": self.period, "span_s": span, "by_path": dict(self.by_path),
                     "mean_gap_s": self.gap_sum / self.gaps if self.gaps else None}
@@ -363,6 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_sim/stats":
             self._json(200, sim.meter.snapshot())
             return
+        sim.meter.arrived()
         faults = sim.cfg.faults
         access = self.headers.get("x-LSQ-AccessKey") or query.get("accessKey")
         secret = self.headers.get("x-LSQ-SecretKey") or query.get("secretKey")

@@ -77,7 +77,8 @@ class Workers(Generic[In, Out]):
         self.in_flight -= len(found)
         return found
 
-    def collect(self, timeout: float, fatal: type[BaseException]
+    def collect(self, timeout: float,
+                fatal: type[BaseException] | tuple[type[BaseException], ...]
                 ) -> tuple[list[Out], BaseException | None]:
         """Finished results, and the first `fatal` error among them (the run must stop).
 

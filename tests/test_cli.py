@@ -80,6 +80,7 @@ def test_missing_config_file_is_exit_2(tmp_path: Path) -> None:
 def test_bad_option_is_exit_2() -> None:
     result = invoke("pull", "--limit", "0")
     assert result.exit_code == 2
+    assert "Invalid value for '--limit'" in result.output  # refused for itself
 
 
 def test_missing_schema_is_exit_3_and_says_what_to_do(tmp_path: Path, sim: Simulator) -> None:
@@ -240,3 +241,88 @@ def test_a_bug_is_one_line_and_exit_3(ready: Callable[..., Path],
                for e in events)
     (summary,) = [e for e in events if e["event"] == "run_finished"]
     assert summary["status"] == "failed" and "internal error" in summary["error"]
+
+
+# -- setup, health and endings -----------------------------------------------------------
+
+def test_init_writes_the_example_once_and_it_loads(tmp_path: Path) -> None:
+    from lsq_sync import config
+    target = tmp_path / "lsq_sync.toml"
+    first = invoke("init", str(target))
+    assert first.exit_code == 0 and target.is_file() and "db upgrade" in first.output
+    assert "[metrics]" in target.read_text() and "on_conflict" in target.read_text()
+    config.load(str(target), env={})  # every key it holds is valid
+    target.write_text("# mine\n")
+    again = invoke("init", str(target))
+    assert again.exit_code == 2 and "exists already; nothing was written" in \
+        one_line_error(again)
+    assert target.read_text() == "# mine\n"
+    in_dir = invoke("init", str(tmp_path))
+    assert in_dir.exit_code == 2  # the folder's lsq_sync.toml is the one above
+
+
+def test_no_config_anywhere_is_exit_2_saying_where_it_looked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["runs"], ["pull"], ["db", "upgrade"], ["status"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        line = one_line_error(result)
+        assert "no config file" in line and "lsq-sync init" in line and "LSQ_SYNC_CONFIG" in line
+    assert not (tmp_path / "lsq_sync.db").exists()  # nothing created on defaults
+    via_env = invoke("db", "upgrade",
+                     env={"LSQ_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'env.db'}"})
+    assert via_env.exit_code == 0, via_env.output
+
+
+def test_status_and_metrics_after_succeeded_partial_and_failed_runs(
+        tmp_path: Path, make_sim: Callable[..., Simulator], sqlite_url: str) -> None:
+    sim = make_sim(leads=20)
+    metrics = tmp_path / "prom" / "lsq_sync.prom"
+    path = write_config(tmp_path / "c.toml", sim, sqlite_url)
+    path.write_text(path.read_text() + f'[metrics]\ntextfile = "{metrics}"\n')
+    assert invoke("--config", str(path), "db", "upgrade").exit_code == 0
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+
+    def status(*args: str) -> Any:
+        result = invoke("--config", str(path), "status", "--json", *args)
+        return result, json.loads(result.output.splitlines()[0])
+
+    result, report = status("--max-age", "1h")
+    assert result.exit_code == 1 and "no pull has succeeded yet" in one_line_error(result)
+    assert report["commands"]["pull"]["last_run"] is None
+
+    assert invoke("--config", str(path), "pull").exit_code == 0        # succeeded
+    result, report = status("--max-age", "30m")
+    assert result.exit_code == 0 and report["stale"] is None
+    assert report["commands"]["pull"]["last_run"]["status"] == "succeeded"
+    text = metrics.read_text()
+    assert 'lsq_sync_last_run_status{command="pull",status="succeeded"} 1.0' in text
+    assert 'lsq_sync_last_run_count{command="pull",count="leads_ok"} 20.0' in text
+    assert "lsq_sync_last_success_timestamp_seconds{command=\"pull\"}" in text
+
+    sim.cfg.faults.mx_error_every = 7                                   # partial
+    partial = invoke("--config", str(path), "pull")
+    assert partial.exit_code == 1
+    line = one_line_error(partial)
+    assert "pull run 2 is partial: 3 leads failed" in line and "runs show 2" in line
+    finished = [json.loads(ln) for ln in partial.output.splitlines()
+                if '"run_finished"' in ln]
+    assert finished[0]["level"] == "warning"
+    _, report = status()
+    assert report["failing_leads"] == 3
+    assert 'lsq_sync_last_run_status{command="pull",status="partial"} 1.0' in \
+        metrics.read_text()
+    assert "lsq_sync_failing_leads 3.0" in metrics.read_text()
+
+    wrong = invoke("--config", str(path), "pull", env={"LSQ_SECRET_KEY": "wrong-key"})
+    assert wrong.exit_code == 3                                         # failed
+    finished = [json.loads(ln) for ln in wrong.output.splitlines() if '"run_finished"' in ln]
+    assert finished[0]["level"] == "error"
+    assert 'lsq_sync_last_run_status{command="pull",status="failed"} 1.0' in \
+        metrics.read_text()
+    human = invoke("--config", str(path), "status")
+    assert human.exit_code == 0 and "pull   last run 3 failed" in human.output
+    assert "failing leads: 3" in human.output
+    bad = invoke("--config", str(path), "status", "--max-age", "soon")
+    assert bad.exit_code == 2 and "not a duration" in one_line_error(bad)

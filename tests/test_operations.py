@@ -341,3 +341,63 @@ def test_sigterm_between_two_halves_of_a_pass_loses_no_change(
         names = set(conn.execute(select(tasks.c.name).where(tasks.c.lead_id.in_(done)))
                     .scalars())
     assert names == {"Changed overnight"}
+
+
+def closed_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed when the block ends: nothing answers
+
+
+def test_a_host_where_nothing_answers_stops_the_run_at_once(
+        db_url: str, engine: Engine, sim: Simulator, tmp_path: Path) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a process-level test; the host is the same on every database")
+    fill_leads_table(db_url, sim.state.lead_ids())
+    config = write_config(tmp_path / "c.toml", sim, db_url, retry_backoff_s=0.05,
+                          base_url=f"http://127.0.0.1:{closed_port()}")
+    proc = spawn(config, "pull")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out
+    (line,) = last_words(out)
+    assert "cannot reach [lsq].base_url (127.0.0.1" in line and "ConnectError" in line
+    events = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    retries = [e for e in events if e["event"] == "retry"]
+    assert len(retries) == 2  # three connections in a row, one lead at a time
+    assert not any(e["event"] == "lead_failed" for e in events)
+    with engine.connect() as conn:
+        states = conn.execute(text("SELECT state, COUNT(*) FROM lsq_run_leads "
+                                   "GROUP BY state")).all()
+        failing = conn.execute(text("SELECT COUNT(*) FROM lsq_failed_leads")).scalar_one()
+    assert states == [("todo", 40)] and failing == 0  # left to the next run, not failed
+    doctor = spawn(config, "doctor")
+    out, _ = doctor.communicate(timeout=30)
+    assert doctor.returncode == 3 and "FAIL  credentials" in out and "ConnectError" in out
+    resumed = spawn(write_config(tmp_path / "ok.toml", sim, db_url), "pull")
+    out, _ = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, out
+    assert run_row(engine).leads_total == 40 and "resuming" in out
+
+
+@pytest.mark.parametrize("command", ["pull", "push"])
+def test_a_rejected_key_costs_one_call(command: str, db_url: str, engine: Engine,
+                                       sim: Simulator, tmp_path: Path) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a process-level test; the key is the same on every database")
+    fill_leads_table(db_url, sim.state.lead_ids())
+    good = write_config(tmp_path / "c.toml", sim, db_url, concurrency=8)
+    if command == "push":
+        assert spawn(good, "pull").communicate(timeout=60) is not None
+        leads = list(sim.state.lead_ids())
+        tasks_ = [t["TaskID"] for lead in leads for t in sim.state.tasks_of(lead)][:20]
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'x')"),
+                         [{"t": t} for t in tasks_])
+    before = sim.meter.snapshot()["received"]
+    bad = write_config(tmp_path / "bad.toml", sim, db_url, concurrency=8,
+                       secret_key="not-the-secret")
+    proc = spawn(bad, command)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3 and "HTTP 401" in out
+    assert sim.meter.snapshot()["received"] - before == 1

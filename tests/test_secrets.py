@@ -83,3 +83,57 @@ def test_the_redactor_catches_urls_from_libraries(capsys: pytest.CaptureFixture[
     assert "HTTP Request" in err and "oops" in err
     for form in forms(ACCESS, SECRET):
         assert form not in err
+
+
+@pytest.mark.parametrize("key", ["u$abc\ndef-secret-line-break", "u$abc\tdef-secret-tab",
+                                 "u$abcdéf-secret-accent", "u$abc\x00def-secret-nul"])
+@pytest.mark.parametrize("where", ["file", "env"])
+def test_a_key_with_control_or_non_ascii_characters_is_exit_2_without_its_value(
+        key: str, where: str, tmp_path: Path) -> None:
+    if where == "env" and "\x00" in key:
+        pytest.skip("an environment variable cannot hold a NUL")
+    path = tmp_path / "c.toml"
+    db_url = f"sqlite:///{tmp_path / 't.db'}"
+    line = f"access_key = {json.dumps(key)}\n" if where == "file" else ""
+    path.write_text(f'[lsq]\n{line}secret_key = "s"\n[database]\nurl = "{db_url}"\n')
+    env = {"LSQ_ACCESS_KEY": key if where == "env" else "", "LSQ_SECRET_KEY": ""}
+    runner = CliRunner()
+    for args in (["pull"], ["doctor"], ["runs"]):
+        result = runner.invoke(cli, ["--config", str(path), *args], env=env)
+        assert result.exit_code == 2, result.output
+        assert "[lsq].access_key holds a control character" in result.output
+        for form in (key, repr(key)[1:-1], json.dumps(key)[1:-1], "abc", "secret"):
+            assert form not in result.output
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://lsq:Hunter2-db-secret@127.0.0.1:1/lsq",
+    "postgresql://lsq@127.0.0.1:1/lsq?password=Hunter2-db-secret",
+    "mysql://lsq:Hunter2-db-secret@127.0.0.1:1/lsq",
+])
+def test_database_passwords_never_show(url: str, tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{url}"\n[leads]\nurl = "{url}"\n')
+    runner = CliRunner()
+    outputs = []
+    for args in (["db", "upgrade"], ["db", "current"], ["db", "check"], ["doctor"], ["pull"],
+                 ["runs"], ["status"]):
+        for fmt in ("json", "console"):
+            result = runner.invoke(cli, ["--config", str(path), "--log-format", fmt, *args],
+                                   env={"LSQ_ACCESS_KEY": "a", "LSQ_SECRET_KEY": "b"})
+            assert result.exit_code in (2, 3), (args, result.output)
+            outputs.append(result.output)
+    text = "\n".join(outputs)
+    assert "cannot connect to the database" in text and "***" in text
+    assert "Hunter2" not in text
+
+
+def test_every_escaped_form_of_a_key_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    key = 'u$we"ird\\key-0123'
+    logs.configure("json", "info", secrets=[key])
+    logs.get_logger("t").warning("quoted", as_repr=repr(key), as_json=json.dumps(key),
+                                 in_text=f"value {key!r} in a message")
+    err = capsys.readouterr().err
+    assert "quoted" in err
+    for form in (key, repr(key)[1:-1], json.dumps(key)[1:-1], "we\\\"ird", "we\"ird"):
+        assert form not in err, form
