@@ -45,8 +45,9 @@ def main() -> None:
     args = parser.parse_args()
     for status in ("429", "200"):
         r = pull(args.leads, status, args.latency)
+        ratio = f"{r['ideal'] / r['span']:.3f}" if r["ideal"] and r["span"] else "n/a"
         print(f"{args.leads} leads, throttles as {status}: span {r['span']:.2f}s, ideal "
-              f"{r['ideal']:.1f}s, ideal/actual {r['ideal'] / r['span']:.3f}; "
+              f"{r['ideal']:.1f}s, ideal/actual {ratio}; "
               f"throttled {r['throttled']}, busiest window {r['busiest']}/25, exit "
               f"{r['exit']}, cpu {r['cpu']:.2f}s")
     if args.long:

@@ -9,17 +9,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from lsq_sync import __version__, app, db, edit_queue, logs, runs, schema
-from lsq_sync import config as config_mod
-from lsq_sync.client import redact, secret_forms
+# Only what every invocation needs is imported here: `lsq-sync --help` must not pay for
+# SQLAlchemy, httpx and structlog. Each command imports what it uses.
+from lsq_sync import __version__
 from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
-from lsq_sync.leads import check_lead_id
-from lsq_sync.pull import PullOptions
 from lsq_sync.states import EditStatus
+
+if TYPE_CHECKING:
+    from lsq_sync import app
+    from lsq_sync import config as config_mod
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ABORTED, EXIT_LOCKED = 0, 1, 2, 3, 75
 
@@ -41,12 +43,14 @@ class Settings:
     _config: config_mod.Config | None = None
 
     def config(self) -> config_mod.Config:
+        from lsq_sync import config as config_mod
         if self._config is None:
             self._config = config_mod.load(self.config_path)
         return self._config
 
     def setup_logging(self, cfg: config_mod.Config | None = None) -> bool:
         """Configure logging for the command; returns True when stderr is a terminal."""
+        from lsq_sync import logs
         fmt = self.log_format or (cfg.log.format if cfg else "auto")
         level = self.log_level or (cfg.log.level if cfg else "info")
         logs.configure(fmt, level, secrets=cfg.secrets() if cfg else ())
@@ -57,6 +61,7 @@ class Group(click.Group):
     """Turns lsq-sync's errors into one line and a documented exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from lsq_sync import logs
         try:
             return super().invoke(ctx)
         except LsqSyncError as exc:
@@ -76,6 +81,7 @@ class Group(click.Group):
 
 def graceful(ctx: app.Context) -> app.Context:
     """SIGINT or SIGTERM: stop taking work and finish cleanly; a second one stops at once."""
+    from lsq_sync import logs
     def handler(signum: int, _frame: Any) -> None:
         if ctx.stop.is_set():
             raise KeyboardInterrupt
@@ -97,6 +103,7 @@ def run_exit(command: str, result: app.RunResult, tty: bool) -> NoReturn:
 
     On a terminal the run ends with one sentence saying what it did; a run that exits 1
     ends with one line saying what failed and where to look."""
+    from lsq_sync import runs
     if tty:
         click.echo(runs.sentence(command, result.run_id, result.status, result.counts))
     if result.counts.failures or result.by_signal:
@@ -108,6 +115,8 @@ def run_exit(command: str, result: app.RunResult, tty: bool) -> NoReturn:
 
 def fail(message: str, code: int, secrets: list[str] | None = None) -> NoReturn:
     """The command's last word: one line on stderr, a JSON event when logs are JSON."""
+    from lsq_sync import logs
+    from lsq_sync.client import redact, secret_forms
     if secrets:
         message = redact(message, secret_forms(secrets))
     if logs.json_mode():
@@ -143,6 +152,7 @@ def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
     failed; 2 bad usage or configuration; 3 aborted (credentials rejected,
     database unreachable, schema not current); 75 another run holds the lock.
     """
+    from lsq_sync import logs
     logs.forget()
     ctx.obj = Settings(config_path, log_format, log_level)
 
@@ -157,6 +167,7 @@ def init(path: Path) -> None:
     never overwritten. Then: set [lsq] base_url and the keys, [database] url
     and [leads] query, run `lsq-sync db upgrade` and `lsq-sync doctor`.
     """
+    from lsq_sync import config as config_mod
     written = config_mod.write_example(path)
     click.echo(f"wrote {written}; set [lsq] base_url and the keys (or $LSQ_ACCESS_KEY and "
                f"$LSQ_SECRET_KEY), [database] url and [leads] query, then run "
@@ -180,6 +191,7 @@ def db_upgrade(settings: Settings) -> None:
 
     Safe to run at any time: a current schema is left as it is.
     """
+    from lsq_sync import db, schema
     cfg = settings.config()
     settings.setup_logging(cfg)
     engine = db.make_engine(cfg.database.url)
@@ -196,6 +208,7 @@ def db_upgrade(settings: Settings) -> None:
 @pass_settings
 def db_current(settings: Settings) -> None:
     """Print the database's schema revision and whether it is current."""
+    from lsq_sync import db, schema
     cfg = settings.config()
     settings.setup_logging(cfg)
     engine = db.make_engine(cfg.database.url)
@@ -215,6 +228,7 @@ def db_current(settings: Settings) -> None:
 def db_check(settings: Settings) -> None:
     """Exit 0 only when the schema is current (for scripts and deploy checks); else say
     why in one line and exit 3."""
+    from lsq_sync import db, schema
     cfg = settings.config()
     settings.setup_logging(cfg)
     engine = db.make_engine(cfg.database.url)
@@ -227,6 +241,7 @@ def db_check(settings: Settings) -> None:
 
 def _lead_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
               ) -> tuple[str, ...]:
+    from lsq_sync.leads import check_lead_id
     checked = []
     for value in values:
         lead_id, why = check_lead_id(value)
@@ -277,6 +292,8 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     the next passes (up to 5 in a row) even if the query drops them.
     SIGINT/SIGTERM stop it cleanly within seconds (exit 1).
     """
+    from lsq_sync import app
+    from lsq_sync.pull import PullOptions
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
@@ -310,6 +327,7 @@ def push(settings: Settings, dry_run: bool, offline: bool) -> None:
     [push].max_edit_attempts runs have tried. `lsq-sync edits` shows the
     queue. Exit status 1 when any edit failed or conflicted in this run.
     """
+    from lsq_sync import app
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
     if offline and not dry_run:
@@ -335,6 +353,8 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     reads it back: the same run then confirms them, and a pull never works on
     a state that is about to change. Both share one rate budget.
     """
+    from lsq_sync import app
+    from lsq_sync.pull import PullOptions
     cfg = settings.config()
     tty = settings.setup_logging(cfg)
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
@@ -363,6 +383,7 @@ def edit(settings: Settings, task_id: str, name: str | None, description: str | 
     synced state it was made against, so that a field changed in LeadSquared
     since then is caught as a conflict. The task must have been pulled.
     """
+    from lsq_sync import app, edit_queue
     cfg = settings.config()
     settings.setup_logging(cfg)
     fields = {"name": name, "description": description, "due_date": due,
@@ -393,6 +414,7 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
 
     `lsq-sync runs show ID` prints one run in full, with its failed leads.
     """
+    from lsq_sync import app, runs
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj
@@ -430,6 +452,7 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
 @pass_settings
 def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
     """Print one run: every count, its error, and the leads that failed and why."""
+    from lsq_sync import app, edit_queue, runs
     cfg = settings.config()
     settings.setup_logging(cfg)
     engine = app.open_store(cfg)
@@ -485,6 +508,7 @@ def edits_cmd(ctx: click.Context, status: str | None, task_id: str | None, limit
     deleted or moved there), cancelled. `edits retry` and `edits cancel`
     act on them.
     """
+    from lsq_sync import app, edit_queue
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj
@@ -520,6 +544,7 @@ def edits_retry(settings: Settings, ids: tuple[int, ...], failed: bool, conflict
     task now as its base: pull first, so that a conflict is judged against
     what LeadSquared holds.
     """
+    from lsq_sync import app, edit_queue
     if not (ids or failed or conflicts):
         raise click.UsageError("name the edits to retry: IDs, --failed or --conflicts")
     cfg = settings.config()
@@ -534,6 +559,7 @@ def edits_retry(settings: Settings, ids: tuple[int, ...], failed: bool, conflict
 @pass_settings
 def edits_cancel(settings: Settings, ids: tuple[int, ...]) -> None:
     """Mark edits cancelled: they are never sent. Sent edits stay sent."""
+    from lsq_sync import app, edit_queue
     cfg = settings.config()
     settings.setup_logging(cfg)
     count = edit_queue.cancel(app.open_store(cfg), ids)
@@ -555,7 +581,7 @@ def status(settings: Settings, as_json: bool, max_age: str | None) -> None:
     whose only failures are leads kept for retry). With --max-age, exit 1 when
     the last successful pull is older, with one line saying how old.
     """
-    from lsq_sync import health
+    from lsq_sync import app, health
 
     limit = health.parse_duration(max_age) if max_age is not None else None
     cfg = settings.config()
@@ -612,6 +638,7 @@ def doctor(settings: Settings) -> None:
     which also names the account's own API host. Exit status 0 only when every
     check passes, else 3.
     """
+    from lsq_sync import app
     cfg = settings.config()
     settings.setup_logging(cfg)
     checks = app.doctor(cfg)
@@ -701,7 +728,7 @@ def simulate(port: int, leads: int, seed: int, max_tasks: int, rate_limit: str,
     demand. GET /_sim/stats shows calls, throttles and the busiest window.
     It uses its own demo keys, printed at start. Stop it with Ctrl-C.
     """
-    from lsq_sync import demo
+    from lsq_sync import db, demo
     from lsq_sync.simulator import Faults, SimConfig, Simulator
 
     calls, period = _limit(rate_limit)

@@ -21,6 +21,7 @@ ENV_CONFIG = "LSQ_SYNC_CONFIG"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
 ENV_SECRET_KEY = "LSQ_SECRET_KEY"  # noqa: S105 - a variable name
 ENV_DATABASE_URL = "LSQ_SYNC_DATABASE_URL"
+MAX_AUTO_WORKERS = 32
 DEFAULT_PATH = Path("lsq_sync.toml")
 
 
@@ -60,12 +61,20 @@ class LsqConfig:
     rate_limit_period_s: float = 5.0
     timeout_s: float = 30.0
     max_attempts: int = 5
-    concurrency: int = 8
+    concurrency: int = 0   # requests in flight at once; 0: follow rate_limit_calls
     retry_backoff_s: float = 1.0
     max_throttle_waits: int = 30
     shared_budget: bool = True
     max_calls_per_run: int = 0
     max_calls_per_day: int = 0
+
+    @property
+    def workers(self) -> int:
+        """Requests in flight at once. A window's whole allowance should go out as soon as
+        its slots free up: with fewer workers than calls per window, at 300 ms a call,
+        8 workers spread 25 calls over a second and every window starts late. Bounded:
+        more threads than that only cost memory and CPU."""
+        return self.concurrency or max(1, min(self.rate_limit_calls, MAX_AUTO_WORKERS))
 
     def require_credentials(self) -> None:
         for name, env in (("access_key", ENV_ACCESS_KEY), ("secret_key", ENV_SECRET_KEY)):
@@ -242,7 +251,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "rate_limit_period_s": _number(0, inclusive=False),
         "timeout_s": _number(0, inclusive=False),
         "max_attempts": _int(1, 100),
-        "concurrency": _int(1, 64),
+        "concurrency": _int(0, 64),
         "retry_backoff_s": _number(0, inclusive=True),
         "max_throttle_waits": _int(1),
         "shared_budget": _bool,

@@ -144,7 +144,7 @@ class Puller:
         todo: Iterator[tuple[int, str]] = leads.pending(self.engine, run_id)
         self.progress.start(self.counts.leads_total)
         workers: Workers[tuple[int, str], LeadOutcome] = Workers(
-            lambda item: self._fetch(*item), self.client.cfg.concurrency,
+            lambda item: self._fetch(*item), self.client.cfg.workers,
             self.client.limiter.stop)
         buffer: list[LeadOutcome] = []
         last_flush = time.monotonic()

@@ -281,7 +281,7 @@ class Pusher:
         assert self.client is not None
         self.settle_statuses(run_id)
         workers: Workers[LeadPush, LeadPush] = Workers(
-            self._push_lead, self.client.cfg.concurrency, self.client.limiter.stop)
+            self._push_lead, self.client.cfg.workers, self.client.limiter.stop)
         abort: BaseException | None = None
         answered = False
         try:

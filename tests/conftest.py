@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,6 +130,16 @@ def make_config() -> Callable[..., config.Config]:
     def build(sim: Simulator, database_url: str, **lsq: Any) -> config.Config:
         return config.from_mapping(settings_for(sim, database_url, **lsq), env={})
     return build
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """CLI tests install lsq-sync's SIGINT/SIGTERM handlers in this process: put pytest's
+    back, so that Ctrl-C still stops the test run."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)

@@ -172,3 +172,32 @@ def test_an_older_install_moves_its_revision_over(empty_db_url: str, tmp_path: A
         names = set(inspect(conn).get_table_names())
     assert "alembic_version" not in names  # it held only ours
     engine.dispose()
+
+
+def test_an_installed_wheel_migrates_and_writes_its_config(tmp_path: Any) -> None:
+    """The migrations and the example config ship inside the wheel (CI installs the built
+    wheel into a venv of its own and names its python in LSQ_TEST_WHEEL_PYTHON)."""
+    import os
+    import subprocess
+    python = os.environ.get("LSQ_TEST_WHEEL_PYTHON", "")
+    if not python:
+        pytest.skip("set LSQ_TEST_WHEEL_PYTHON to the python of a venv with the built wheel "
+                    "installed (.ci/run does)")
+    env = {**os.environ, "LSQ_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+           "LSQ_SYNC_CONFIG": ""}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([python, "-m", "lsq_sync", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    where = subprocess.run([python, "-c", "import lsq_sync; print(lsq_sync.__file__)"],
+                           capture_output=True, text=True, timeout=60, check=True,
+                           cwd=tmp_path)
+    assert "site-packages" in where.stdout  # the installed copy, not this checkout
+    upgraded = run("db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"to revision {schema.head()}" in upgraded.stdout
+    assert run("db", "check").returncode == 0
+    init = run("init", "fresh.toml")
+    assert init.returncode == 0, init.stderr
+    assert "[metrics]" in (tmp_path / "fresh.toml").read_text()
