@@ -141,3 +141,44 @@ def test_a_late_send_moves_its_slot_later() -> None:
     budget.reserve(1.0)
     assert abs(budget.delay(1.0) - 0.3) < 1e-9  # the moved one holds until 1.3
     assert list(budget.windows[0].sends) == [0.3, 1.0]
+
+
+class Refusing:
+    """A shared budget that is full `refusals` times, then has room."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.taken = 0
+
+    def reserve(self) -> float:
+        if self.refusals:
+            self.refusals -= 1
+            return 0.25
+        self.taken += 1
+        return 0.0
+
+    def tighten(self, calls: int, period: float) -> None:
+        pass
+
+
+def test_a_slot_refused_by_the_shared_budget_is_given_back() -> None:
+    t = [0.0]
+
+    def sleep(seconds: float) -> None:
+        t[0] += seconds
+
+    shared = Refusing(refusals=2)
+    limiter = RateLimiter(2, 1.0, margin=0.0, clock=lambda: t[0], sleep=sleep, shared=shared)
+    slot = limiter.acquire()
+    assert slot == 0.5 and shared.taken == 1  # waited out two refusals of 0.25 s
+    # The two refused attempts left nothing behind: one local send, one shared slot.
+    assert list(limiter.budget.windows[0].sends) == [0.5]
+    assert limiter.acquire() == 0.5 and shared.taken == 2  # the second slot is free
+
+
+def test_workers_follow_the_limit_unless_set() -> None:
+    from lsq_sync.config import LsqConfig
+    assert LsqConfig().workers == 25
+    assert LsqConfig(rate_limit_calls=2).workers == 2
+    assert LsqConfig(rate_limit_calls=500).workers == 32
+    assert LsqConfig(rate_limit_calls=500, concurrency=4).workers == 4
