@@ -1,3 +1,3 @@
 """lsq-sync: sync LeadSquared tasks into SQL and push local edits back."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

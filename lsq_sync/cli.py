@@ -129,10 +129,6 @@ def fail(message: str, code: int, secrets: list[str] | None = None) -> NoReturn:
 pass_settings = click.make_pass_decorator(Settings)
 
 
-class RunsGroup(Group):
-    """`runs` lists by itself and has subcommands; an unknown word is a usage error."""
-
-
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
                                           "max_content_width": 100})
 @click.option("--config", "config_path", metavar="PATH", envvar=None,
@@ -404,7 +400,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-@cli.group("runs", cls=RunsGroup, invoke_without_command=True)
+@cli.group("runs", cls=Group, invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="How many runs to show, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run, per line.")

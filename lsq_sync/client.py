@@ -15,7 +15,6 @@ import httpx
 from lsq_sync import __version__
 from lsq_sync.config import LsqConfig
 from lsq_sync.errors import (
-    ApiError,
     AuthError,
     RejectedError,
     ThrottledError,
@@ -88,31 +87,27 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
         message = redact(str(raw_message)[:500], forms) if isinstance(raw_message, str) else ""
     if _is_throttle(body) or (status == 429 and not kind):
         calls, period = throttle_limit(message)
-        return _raise(ThrottledError(message or f"HTTP {status}: rate limit exceeded",
+        raise (ThrottledError(message or f"HTTP {status}: rate limit exceeded",
                                      calls=calls, period_s=period, status_code=status))
     described = f"{kind}: {message}" if kind else (message or f"HTTP {status}")
     if status == 401:
-        return _raise(AuthError(f"the API rejected the credentials or the host (HTTP 401: "
+        raise (AuthError(f"the API rejected the credentials or the host (HTTP 401: "
                                 f"{described})", exception_type=kind or None, status_code=401))
     if status >= 500:
         if kind.startswith("MX"):
-            return _raise(RejectedError(described, exception_type=kind, status_code=status))
-        return _raise(TransientError(f"HTTP {status} from the API", status_code=status))
+            raise (RejectedError(described, exception_type=kind, status_code=status))
+        raise (TransientError(f"HTTP {status} from the API", status_code=status))
     if status in (408, 425):
-        return _raise(TransientError(f"HTTP {status} from the API", status_code=status))
+        raise (TransientError(f"HTTP {status} from the API", status_code=status))
     if status != 200:
-        return _raise(RejectedError(f"HTTP {status}: {described}", exception_type=kind or None,
+        raise (RejectedError(f"HTTP {status}: {described}", exception_type=kind or None,
                                     status_code=status))
     if not parsed:
-        return _raise(TransientError("the API answered with a body that is not JSON",
+        raise (TransientError("the API answered with a body that is not JSON",
                                      status_code=status))
     if isinstance(body, dict) and str(body.get("Status", "")).lower() == "error":
-        return _raise(RejectedError(described, exception_type=kind or None, status_code=status))
+        raise (RejectedError(described, exception_type=kind or None, status_code=status))
     return body
-
-
-def _raise(exc: ApiError) -> Any:
-    raise exc
 
 
 class Stats:

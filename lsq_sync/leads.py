@@ -15,12 +15,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
 from lsq_sync.db import describe
+from lsq_sync.edits import GUID_RE
 from lsq_sync.errors import ConfigError, StoreError
 from lsq_sync.models import failed_leads, run_leads, sync_runs
 from lsq_sync.types import UTCDateTime
 from lsq_sync.upsert import insert_ignore_statement
 
-GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 FETCH_BATCH = 5000
 
 

@@ -18,9 +18,10 @@ from lsq_sync.models import locks, sync_runs
 from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
 
+HOST = socket.gethostname()[:255]  # recorded with every run and lock
+
 LEASE = timedelta(seconds=60)
 HEARTBEAT_S = 10.0
-HOST = socket.gethostname()[:255]
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from lsq_sync.lock import HOST
 from lsq_sync.models import failed_leads as failed_leads_table
 from lsq_sync.models import run_leads, sync_runs
 from lsq_sync.types import utcnow
@@ -44,7 +44,7 @@ def start(engine: Engine, command: str) -> int:
     with engine.begin() as conn:
         result = conn.execute(insert(sync_runs).values(
             command=command, started_at=now, heartbeat_at=now, status="running",
-            pid=os.getpid(), host=socket.gethostname()[:255]))
+            pid=os.getpid(), host=HOST))
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
