@@ -34,6 +34,7 @@ MAX_BACKOFF_S = 60.0
 # across every thread: then the host is wrong or down, and the run stops within seconds
 # instead of failing every lead through its retries.
 UNREACHABLE_AFTER = 3
+MIN_SECRET_LEN = 4
 
 
 class CapReached(Stopped):
@@ -45,7 +46,9 @@ def secret_forms(secrets: Iterable[str]) -> list[str]:
     (a message may quote a value either way), longest first, for redaction."""
     forms = set()
     for s in secrets:
-        if s:
+        # A secret of a few characters is no secret (and would mask every such letter
+        # in every message); real keys and passwords are far longer.
+        if len(s) >= MIN_SECRET_LEN:
             forms.update({s, quote(s, safe=""), quote_plus(s), repr(s)[1:-1],
                           json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1]})
     return sorted((f for f in forms if f), key=len, reverse=True)
