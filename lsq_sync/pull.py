@@ -206,34 +206,63 @@ class Puller:
         return "stopped by a signal; the next pull continues with the rest"
 
     def _flush(self, run_id: int, outcomes: list[LeadOutcome]) -> None:
-        """Write a batch in one transaction; if it fails, isolate the lead that broke it."""
+        """Write a batch in one transaction; if it fails, write it lead by lead, so that
+        what broke it fails alone."""
         self.counts.api_calls = self.client.stats.calls
         self.counts.throttled = self.client.stats.throttled
         try:
             self._write(run_id, outcomes)
+            return
         except SQLAlchemyError as exc:
-            if len(outcomes) == 1:
-                raise StoreError(f"cannot write lead {outcomes[0].lead_id}: "
-                                 f"{describe(exc)}") from None
             self.log.warning("batch_write_failed", leads=len(outcomes), error=describe(exc),
                              action="writing lead by lead")
-            written = 0
-            for outcome in outcomes:
+        for outcome in outcomes:
+            self._write_alone(run_id, outcome)
+
+    def _write_alone(self, run_id: int, outcome: LeadOutcome) -> None:
+        """One lead. Tasks the database refuses are skipped (each keeps its last good row);
+        a lead that still cannot be written is marked failed; a database that cannot even
+        take that mark is down: StoreError."""
+        try:
+            self._write(run_id, [outcome])
+            return
+        except SQLAlchemyError as exc:
+            error = exc
+        if outcome.rows:
+            refused = self._refused(run_id, outcome)
+            if refused and len(refused) < len(outcome.rows):
+                for task_id, why in refused.items():
+                    self.log.warning("task_skipped", lead_id=outcome.lead_id, task_id=task_id,
+                                     reason=why, action="its last good row is kept")
+                kept = LeadOutcome(outcome.seq, outcome.lead_id,
+                                   rows=[r for r in outcome.rows if r["task_id"] not in refused],
+                                   skipped={**outcome.skipped, **refused})
                 try:
-                    self._write(run_id, [outcome])
-                    written += 1
-                except SQLAlchemyError as lead_exc:
-                    self.log.warning("lead_failed", lead_id=outcome.lead_id,
-                                     error="StoreError", message=describe(lead_exc))
-                    failed = LeadOutcome(outcome.seq, outcome.lead_id,
-                                         error=f"StoreError: {describe(lead_exc)}")
-                    try:
-                        self._write(run_id, [failed])
-                    except SQLAlchemyError as again:
-                        raise StoreError(f"cannot write to the database: "
-                                         f"{describe(again)}") from None
-            if written == 0:
-                raise StoreError(f"cannot write to the database: {describe(exc)}") from None
+                    self._write(run_id, [kept])
+                    return
+                except SQLAlchemyError as exc:
+                    error = exc
+        self.log.warning("lead_failed", lead_id=outcome.lead_id, error="StoreError",
+                         message=describe(error))
+        failed = LeadOutcome(outcome.seq, outcome.lead_id, error=f"StoreError: {describe(error)}")
+        try:
+            self._write(run_id, [failed])
+        except SQLAlchemyError as again:
+            raise StoreError(f"cannot write to the database: {describe(again)}") from None
+
+    def _refused(self, run_id: int, outcome: LeadOutcome) -> dict[str, str]:
+        """The lead's tasks the database refuses, each tried alone in a transaction that
+        is rolled back (a probe: nothing is kept)."""
+        refused: dict[str, str] = {}
+        for row in outcome.rows or ():
+            probe = LeadOutcome(outcome.seq, outcome.lead_id, rows=[row])
+            try:
+                with self.engine.connect() as conn, conn.begin() as trans:
+                    write_batch(conn, [probe], run_id=run_id, now=utcnow())
+                    trans.rollback()
+            except SQLAlchemyError as exc:
+                refused[row["task_id"]] = f"refused by the database: {describe(exc)}"
+        return refused
 
     def _write(self, run_id: int, outcomes: list[LeadOutcome]) -> None:
         ok = sum(1 for o in outcomes if o.ok)

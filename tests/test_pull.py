@@ -532,3 +532,38 @@ def test_history_keeps_every_version(setup: tuple[Config, Engine, Simulator],
             "SELECT task_id, COUNT(*) FROM lsq_task_history WHERE valid_to IS NULL "
             "GROUP BY task_id HAVING COUNT(*) > 1")).all()
     assert current == []
+
+
+def refuse_a_name(engine: Engine, name: str) -> None:
+    """Make the database itself refuse any task row named `name`."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for event in ("INSERT", "UPDATE"):
+                conn.execute(text(
+                    f"CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON lsq_tasks "
+                    f"WHEN NEW.name = '{name}' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            conn.execute(text(f"ALTER TABLE lsq_tasks ADD CONSTRAINT refuse_name "
+                              f"CHECK (name <> '{name}')"))
+
+
+def test_a_task_the_database_refuses_fails_alone(
+        setup: tuple[Config, Engine, Simulator]) -> None:
+    cfg, engine, sim = setup
+    pull(cfg)
+    lead = next(x for x in sim.state.lead_ids() if len(sim.state.tasks_of(x)) >= 3)
+    refused, renamed, deleted = (t["TaskID"] for t in sim.state.tasks_of(lead)[:3])
+    before = synced(engine)[refused]
+    refuse_a_name(engine, "Refuse me")
+    sim.state.change_task(refused, Name="Refuse me")
+    sim.state.change_task(renamed, Name="Fine")
+    sim.state.delete_task(deleted)
+    result = pull(cfg)
+    assert result.status == "partial" and result.counts.tasks_skipped == 1
+    assert result.counts.leads_failed == 0 and result.counts.leads_ok == 40
+    rows = synced(engine, live=False)
+    assert rows[refused].name == before.name and rows[refused].deleted_at is None
+    assert rows[renamed].name == "Fine" and rows[deleted].deleted_at is not None
+    from lsq_sync import runs
+    (partial,) = runs.failed_leads(engine, result.run_id, state="partial")
+    assert partial["lead_id"] == lead and "refused by the database" in partial["error"]
