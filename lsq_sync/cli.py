@@ -145,8 +145,9 @@ def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
 
     \b
     Exit status: 0 all done; 1 the run finished but some leads or edits
-    failed; 2 bad usage or configuration; 3 aborted (credentials rejected,
-    database unreachable, schema not current); 75 another run holds the lock.
+    failed (or `status --max-age` found the data stale); 2 bad usage or
+    configuration; 3 aborted (credentials rejected, API host or database
+    unreachable, schema not current); 75 another run holds the lock.
     """
     from lsq_sync import logs
     logs.forget()
