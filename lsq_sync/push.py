@@ -82,6 +82,7 @@ class LeadPush:
     lead_id: str
     tasks: list[TaskEdits]
     rows: list[dict[str, Any]] | None = None   # what the read returned
+    bad: dict[str, str] = field(default_factory=dict)  # tasks the read could not parse
     read_error: ApiError | None = None
     done: list[Sent] = field(default_factory=list)
     untried: list[TaskEdits] = field(default_factory=list)  # the run stopped first
@@ -186,14 +187,18 @@ class Pusher:
                     remote = {i.task_id: i.synced for i in items if i.synced is not None}
                 else:
                     try:
-                        rows = self.client.retrieve_tasks(lead_id)
+                        found = self.client.retrieve_task_list(lead_id)
                     except FatalError:
                         raise
                     except ApiError as exc:
                         emit(f"lead {lead_id}: cannot read its tasks ({exc}); the edits of "
                              f"{', '.join(i.task_id for i in items)} would wait")
                         continue
-                    remote = {row["task_id"]: row for row in rows}
+                    remote = {row["task_id"]: row for row in found.rows}
+                    for item in (i for i in items if i.task_id in found.bad):
+                        emit(f"task {item.task_id}: cannot read its current state "
+                             f"({found.bad[item.task_id]}); its edits would wait")
+                    items = [i for i in items if i.task_id not in found.bad]
                 for item in items:
                     decided = plan(item, remote.get(item.task_id), self.notify_by,
                                    self.on_conflict)
@@ -249,14 +254,18 @@ class Pusher:
         send the Updates that are needed. Nothing is sent that was not just read."""
         assert self.client is not None
         try:
-            job.rows = self.client.retrieve_tasks(job.lead_id)
+            found = self.client.retrieve_task_list(job.lead_id)
         except FatalError:
             raise
         except ApiError as exc:
             job.read_error = exc
             return job
+        # A task the read cannot parse holds back its own edits, not its neighbours'.
+        job.rows, job.bad = found.rows, found.bad
         remote = {row["task_id"]: row for row in job.rows}
         for i, item in enumerate(job.tasks):
+            if item.task_id in job.bad:
+                continue
             row = remote.get(item.task_id)
             decided = plan(item, row, self.notify_by, self.on_conflict)
             if decided.outcome != "send":
@@ -338,7 +347,7 @@ class Pusher:
     def _record_lead(self, run_id: int, job: LeadPush) -> None:
         if job.rows is not None:
             # The read is a pull of that lead: written the way a pull writes it.
-            outcome = LeadOutcome(0, job.lead_id, rows=job.rows)
+            outcome = LeadOutcome(0, job.lead_id, rows=job.rows, skipped=job.bad)
             try:
                 with self.engine.begin() as conn:
                     written = write_batch(conn, [outcome], run_id=run_id, now=utcnow(),
@@ -354,6 +363,11 @@ class Pusher:
                 self._record_error(run_id, item, ApiError(
                     f"cannot read the task's current state from LeadSquared: {error}",
                     exception_type=error.exception_type, status_code=error.status_code))
+        for item in job.tasks:
+            if item.task_id in job.bad:
+                self._record_error(run_id, item, ApiError(
+                    f"cannot read the task's current state from LeadSquared: "
+                    f"{job.bad[item.task_id]}"))
         for sent in job.done:
             self._record(run_id, sent)
         if job.untried:

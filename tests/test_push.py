@@ -613,3 +613,19 @@ def test_edits_command_lists_retries_and_cancels(setup: Setup, tmp_path: Path,
     assert missing.exit_code == 2 and "no edit 999" in missing.output
     nothing = run("edits", "retry")
     assert nothing.exit_code == 2 and "name the edits to retry" in nothing.output
+
+
+def test_a_task_the_read_cannot_parse_holds_back_only_its_own_edits(setup: Setup) -> None:
+    cfg, engine, sim = setup
+    lead = next(x for x in sim.state.lead_ids() if len(sim.state.tasks_of(x)) >= 2)
+    bad, good = (t["TaskID"] for t in sim.state.tasks_of(lead)[:2])
+    queue(engine, bad, name="Bad one")
+    queue(engine, good, name="Good one")
+    sim.state.change_task(bad, Reminder={"minutes": "soon"})
+    result = app.push(cfg)
+    assert result.counts.edits_sent == 1 and update_calls(sim) == 1
+    assert sim.state.task(good)["Name"] == "Good one"  # type: ignore[index]
+    statuses = {e.task_id: (e.status, e.last_error) for e in edits(engine)}
+    assert statuses[bad][0] == "pending" and "cannot read the task's current state" in \
+        statuses[bad][1] and "Reminder" in statuses[bad][1]
+    assert task_row(engine, bad).deleted_at is None  # its last good row is kept
