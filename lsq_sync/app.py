@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -243,7 +242,7 @@ def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
                                 client=client, counts=counts, log=log, progress=progress,
                                 options=options or PullOptions(), stop=ctx.stop,
                                 history=cfg.store.history,
-                                overlap=timedelta(seconds=cfg.leads.watermark_overlap_s))
+                                overlap=cfg.leads.overlap)
                 puller.stage(run.id)
                 puller.run(run.id)
                 run.stopped = puller.stopped
@@ -293,9 +292,8 @@ def doctor(cfg: Config) -> list[Check]:
             checks.append(Check("schema", False, str(exc)))
     try:
         source = db.make_engine(cfg.leads_url, key="[leads].url")
-        overlap = timedelta(seconds=cfg.leads.watermark_overlap_s)
-        params = {"last_success": runs.last_success(engine, overlap) if engine and current
-                  else None}
+        params = {"last_success": runs.last_success(engine, cfg.leads.overlap)
+                  if engine and current else None}
         usable = total = 0
         for batch in leads_mod.stream_query(source, cfg.leads.query, params):
             total += len(batch)

@@ -7,8 +7,9 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -97,6 +98,10 @@ class LeadsConfig:
     # :last_success is bound this many seconds before the last complete pass started:
     # the leads table's timestamps come from another clock, and may be rounded.
     watermark_overlap_s: float = 120.0
+
+    @property
+    def overlap(self) -> timedelta:
+        return timedelta(seconds=self.watermark_overlap_s)
 
 
 @dataclass(frozen=True)
@@ -263,7 +268,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
                             "watermark_overlap_s": _number(0, inclusive=True)}),
     "push": (PushConfig, {"notify_by": _choice("1100", "1000"),
                           "max_edit_attempts": _int(1),
-                          "on_conflict": _choice("skip", "local", "remote")}),
+                          "on_conflict": _choice(*get_args(OnConflict))}),
     "store": (StoreConfig, {"history": _bool}),
     "metrics": (MetricsConfig, {"textfile": _string}),
     "log": (LogConfig, {"format": _choice("auto", "json", "console"),

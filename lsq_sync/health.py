@@ -68,8 +68,8 @@ def report(engine: Engine) -> dict[str, Any]:
     pulls = [commands[c]["last_success_at"] for c in ("pull", "sync")]
     return {"commands": commands,
             "last_pull_success_at": max((p for p in pulls if p), default=None),
-            "edits": {s.value: edits.get(s.value, 0) for s in EditStatus}
-            | {k: v for k, v in edits.items() if k not in EditStatus.__members__.values()},
+            # Every status, and any odd value another system wrote (until a push fails it).
+            "edits": {**{s.value: 0 for s in EditStatus}, **edits},
             "failing_leads": int(failing_total),
             "failing_leads_top": [dict(r) for r in failing],
             "running": [dict(r) for r in running]}

@@ -130,8 +130,8 @@ class Pusher:
                     task_edits.c.status.is_not(None),
                     task_edits.c.status.not_in(known))).scalars().all()
                 for value in odd:
-                    status = EditStatus.parse(value if isinstance(value, str) else None)
-                    if status is None or not isinstance(value, str):
+                    status = EditStatus.parse(value) if isinstance(value, str) else None
+                    if status is None:
                         shown = repr(value)[:40]
                         failed += int(conn.execute(update(task_edits).where(
                             task_edits.c.status == value).values(
