@@ -71,7 +71,7 @@ def bench_upsert(engine: Engine, count: int, batch: int) -> None:
     for version, label in ((1, "upsert insert"), (2, "upsert update")):
         now = utcnow()
         rows = [{**task, "raw_hash": raw_hash(task["raw"]), "first_seen_at": now,
-                 "last_synced_at": now, "deleted_at": None}
+                 "last_synced_at": now, "changed_at": now, "deleted_at": None}
                 for o in outcomes(count // TASKS_PER_LEAD, version) for task in o.rows or ()]
 
         def work(lo: int, hi: int, rows: list[dict[str, Any]] = rows) -> None:

@@ -82,7 +82,8 @@ class Budget:
         self._last = float("-inf")
 
     def _now(self, now: float) -> float:
-        # A clock that steps back must not let sends through early.
+        # Sends are kept in order (delay() and restamp() rely on it): after the clock
+        # steps back, time stands still for the budget until the clock catches up.
         self._last = max(self._last, now)
         return self._last
 

@@ -49,6 +49,7 @@ class Faults:
     slow_s: float = 2.0
     mx_error_every: int = 0        # lead index % N == 1 always answers a 500 MX error
     bad_record_every: int = 0      # lead index % N == 2 has a task with a wrongly typed field
+    echo_request: bool = False     # error messages quote the request: its URL and keys
 
 
 @dataclass
@@ -280,11 +281,16 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 
 
 class Meter:
-    """The server side of the rate limit: a sliding window over arrivals, and statistics."""
+    """The server side of the rate limit: a sliding window over arrivals, and statistics.
 
-    def __init__(self, calls: int, period: float) -> None:
+    With `enforce` off it refuses nothing and only measures: the busiest window then shows
+    what a client sent, not what a limit let through.
+    """
+
+    def __init__(self, calls: int, period: float, *, enforce: bool = True) -> None:
         self.calls = calls
         self.period = period
+        self.enforce = enforce
         self.lock = threading.Lock()
         self.arrivals: deque[float] = deque()
         self.accepted = 0
@@ -299,6 +305,8 @@ class Meter:
         self.gaps = 0
         self.by_path: dict[str, int] = {}
         self.received = 0  # every API request, whatever its answer (401s included)
+        # Each rate-limited arrival and whether it was let through (the latest 100,000).
+        self.log: deque[tuple[float, bool]] = deque(maxlen=100_000)
 
     def arrived(self) -> None:
         with self.lock:
@@ -311,9 +319,11 @@ class Meter:
             arrivals = self.arrivals
             while arrivals and arrivals[0] <= now - self.period:
                 arrivals.popleft()
-            if self.calls and len(arrivals) >= self.calls:
+            if self.enforce and self.calls and len(arrivals) >= self.calls:
                 self.throttled += 1
+                self.log.append((now, False))
                 return False
+            self.log.append((now, True))
             arrivals.append(now)
             if self.calls and len(self.recent) == self.calls:
                 self.gap_sum += now - self.recent[0]
@@ -338,6 +348,7 @@ class Meter:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes
+    echo = ""  # with Faults.echo_request: the request, as error messages quote it
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -357,6 +368,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status: int, body: Any) -> None:
+        echo = self.echo
+        if echo and isinstance(body, dict) and "ExceptionMessage" in body:
+            # Some gateways quote what they were sent: a client must not repeat it.
+            body = {**body, "ExceptionMessage": f"{body['ExceptionMessage']} ({echo})"}
         self._send(status, json.dumps(body).encode())
 
     def _dispatch(self, method: str) -> None:
@@ -374,6 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
         access = self.headers.get("x-LSQ-AccessKey") or query.get("accessKey")
         secret = self.headers.get("x-LSQ-SecretKey") or query.get("secretKey")
         sim.seen_access_keys.add(access or "")
+        if faults.echo_request:
+            self.echo = f"request {method} {self.path}, access key {access}, secret key {secret}"
         if access != sim.cfg.access_key or secret != sim.cfg.secret_key:
             self._json(401, _error("MXUnAuthorizedAccessException",
                                    "Invalid access key or secret key"))

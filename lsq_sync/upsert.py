@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -13,9 +12,6 @@ from sqlalchemy.sql.dml import Insert
 
 from lsq_sync.types import UTCDateTime, json_dumps
 
-# Characters per multi-row statement: at most 2 MB in UTF-8, inside every server's default
-# max_allowed_packet (4 MB on old MySQL, 16 MB on MariaDB, 64 MB on MySQL 8).
-MAX_STATEMENT_CHARS = 500_000
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
@@ -61,11 +57,12 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
     exists except for their `keep` columns; `rows` must not repeat a key.
 
     SQLAlchemy's executemany spends more time per row than the database does (a parameter
-    dict per row, named parameters the driver reorders again), and it does not fold upserts
-    into multi-row statements. Here a batch is one statement where the driver allows it
-    (PostgreSQL, PyMySQL) and plain tuples otherwise; values go through their column type's
-    own bind processor, or an equivalent the tests hold to it, so what is stored is what
-    SQLAlchemy would store.
+    dict per row, named parameters the driver reorders again). Here the driver gets plain
+    tuples, each value through its column type's own bind processor, so what is stored is
+    what SQLAlchemy would store; every value is bound by the driver: PyMySQL's executemany
+    folds the rows into multi-row statements (escaping each value itself, and keeping each
+    statement under its max_stmt_length), sqlite3 steps one prepared statement, and
+    PostgreSQL gets the whole batch as one JSON parameter.
     """
     if not rows:
         return
@@ -76,15 +73,11 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
         conn.execute(upsert_statement(conn, table, keep), list(rows))
         return
     target, tail = _statement_parts(dialect, table, names, keep)
-    head = f"{target} VALUES "
     if dialect.name == "postgresql":
         _postgresql_upsert(conn, table, target, tail, rows)
         return
-    if dialect.driver == "pymysql":
-        _pymysql_upsert(conn, table, names, head, tail, rows)
-        return
     row = "(" + ", ".join([placeholder] * len(names)) + ")"
-    conn.exec_driver_sql(head + row + tail, driver_values(dialect, table, names, rows))
+    conn.exec_driver_sql(f"{target} VALUES {row}{tail}", driver_values(dialect, table, names, rows))
 
 
 def bind_processors(dialect: Dialect, table: Table,
@@ -133,67 +126,3 @@ def _postgresql_upsert(conn: Connection, table: Table, target: str, tail: str,
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"naive datetime given to the UTC column {name}")
     conn.exec_driver_sql(sql, (json_dumps(list(rows)),))
-
-
-# MySQL's string escapes (mysql_real_escape_string), and what is left of them when the
-# session's sql_mode has NO_BACKSLASH_ESCAPES. A list indexed by code point, as PyMySQL
-# keeps it: str.translate runs twice as fast with it as with a dict.
-_MYSQL_ESCAPES: list[str] = [chr(code) for code in range(128)]
-for _char, _escaped in {"\0": "\\0", "\\": "\\\\", "\n": "\\n", "\r": "\\r",
-                        "\x1a": "\\Z", '"': '\\"', "'": "\\'"}.items():
-    _MYSQL_ESCAPES[ord(_char)] = _escaped
-_MYSQL_QUOTES_ONLY = str.maketrans({"'": "''"})
-
-
-def _pymysql_upsert(conn: Connection, table: Table, names: Sequence[str], head: str,
-                    tail: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Multi-row statements with the values written as MySQL literals.
-
-    PyMySQL interpolates parameters on the client anyway (MySQL's text protocol); its
-    executemany does the same per value through several layers of Python calls, which made
-    it the slowest part of a batch. Here each column gets one function that applies the
-    column type's bind processor and writes the literal: text, NULL, integers and naive
-    UTC datetimes (what our columns' processors produce) directly, anything else through
-    PyMySQL's own escaping.
-    """
-    from pymysql.constants import SERVER_STATUS  # only with the mysql extra installed
-
-    dbapi = cast(Any, conn.connection.dbapi_connection)
-    escape = dbapi.escape
-    no_backslashes = dbapi.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
-    escapes = _MYSQL_QUOTES_ONLY if no_backslashes else _MYSQL_ESCAPES
-
-    def literal(value: Any) -> str:
-        kind = type(value)
-        if kind is str:
-            return "'" + str.translate(value, escapes) + "'"
-        if value is None:
-            return "NULL"
-        if kind is int:
-            return str(value)
-        if kind is datetime and value.tzinfo is None:
-            return "'" + datetime.isoformat(value, " ") + "'"
-        return str(escape(value))
-
-    def through(process: Callable[[Any], Any]) -> Callable[[Any], str]:
-        return lambda value: literal(process(value))
-
-    renderers = [literal if process is None else through(process)
-                 for process in bind_processors(conn.dialect, table, names)]
-    pairs = list(zip(names, renderers, strict=True))
-    room = MAX_STATEMENT_CHARS - len(head) - len(tail)
-    rendered: list[str] = []
-    size = 0
-    for row in rows:
-        text = "(" + ",".join([render(row[name]) for name, render in pairs]) + ")"
-        if rendered and size + len(text) + 1 > room:
-            _execute_plain(conn, head + ",".join(rendered) + tail)
-            rendered, size = [], 0
-        rendered.append(text)
-        size += len(text) + 1
-    _execute_plain(conn, head + ",".join(rendered) + tail)
-
-
-def _execute_plain(conn: Connection, sql: str) -> None:
-    # Without no_parameters the driver would %-format the SQL: a '%' in the data would break it.
-    conn.exec_driver_sql(sql, execution_options={"no_parameters": True})

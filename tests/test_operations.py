@@ -23,6 +23,7 @@ from lsq_sync.config import Config
 from lsq_sync.demo import fill_leads_table
 from lsq_sync.models import locks, sync_runs
 from lsq_sync.pull import PullOptions
+from lsq_sync.ratelimit import DEFAULT_MARGIN_S
 from lsq_sync.simulator import Faults, Meter, Simulator
 from lsq_sync.types import utcnow
 
@@ -158,7 +159,9 @@ def test_pull_and_push_together_share_the_limit(
         conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, :n)"),
                      [{"t": t, "n": f"Shared {i}"} for i, (t, _) in enumerate(owned)])
     reads = len({lead for _, lead in owned})  # the push reads each lead before its Updates
-    sim.meter = Meter(10, 1.0)  # measure only the two processes below
+    # From here the simulator refuses nothing and records every arrival: the busiest
+    # window is then what the two processes sent, not what a limit let through.
+    sim.meter = Meter(10, 1.0, enforce=False)
     config = write_config(tmp_path / "c.toml", sim, db_url, rate_limit_calls=10,
                           rate_limit_period_s=1, concurrency=3)
     procs = [spawn(config, "pull"), spawn(config, "push")]
@@ -166,9 +169,12 @@ def test_pull_and_push_together_share_the_limit(
     assert [p.returncode for p in procs] == [0, 0], outs
     stats = sim.meter.snapshot()
     assert stats["accepted"] == 90 + reads  # 50 leads + 40 edits, nothing retried
-    assert stats["throttled"] == 0 and stats["busiest_window"] <= 10
-    used = stats["period_s"] / stats["mean_gap_s"]
-    assert used >= 0.9, stats
+    assert stats["busiest_window"] == 10
+    # A perfect pair sends each call one period plus the margin after the one ten calls
+    # before it; allow each such gap 20 ms more (thread wake-ups, the shared budget's
+    # database round trips).
+    best_gap = stats["period_s"] + DEFAULT_MARGIN_S
+    assert stats["mean_gap_s"] <= best_gap + 0.03, stats
 
 
 def test_last_success_selects_only_changed_leads(db_url: str, engine: Engine, sim: Simulator,

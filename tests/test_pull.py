@@ -118,6 +118,25 @@ def test_delete_move_rename_restore_show_up(setup: tuple[Config, Engine, Simulat
     assert_matches(engine, sim)
 
 
+def test_a_lead_whose_last_tasks_vanished_marks_them_deleted(
+        setup: tuple[Config, Engine, Simulator]) -> None:
+    cfg, engine, sim = setup
+    state = sim.state
+    # The simulator answers an empty lead without a TaskList at odd indices, with an empty
+    # one at even: empty one lead of each kind.
+    emptied = [next(lead for i, lead in enumerate(state.lead_ids())
+                    if i % 2 == parity and state.tasks_of(lead)) for parity in (0, 1)]
+    pull(cfg)
+    gone = [t["TaskID"] for lead in emptied for t in state.tasks_of(lead)]
+    for task_id in gone:
+        state.delete_task(task_id)
+    result = pull(cfg)
+    assert result.counts.tasks_deleted == len(gone) > 0
+    rows = synced(engine, live=False)
+    assert all(rows[task_id].deleted_at is not None for task_id in gone)
+    assert_matches(engine, sim)
+
+
 def test_a_move_to_a_lead_pulled_later_is_not_lost(
         setup: tuple[Config, Engine, Simulator]) -> None:
     cfg, engine, sim = setup
@@ -152,37 +171,52 @@ def test_faults_and_throttling_still_sync_every_lead(
     assert_matches(engine, sim)
 
 
-@pytest.mark.parametrize("status", [403, 429])
-def test_throttle_statuses(status: int, sqlite_url: str, make_sim: Callable[..., Simulator],
+# Each status once with the shared budget (which adopts a stated limit too) and once
+# without: the process's own limiter must adopt it alone.
+@pytest.mark.parametrize(("status", "shared"), [(403, True), (429, False)])
+def test_throttle_statuses(status: int, shared: bool, sqlite_url: str,
+                           make_sim: Callable[..., Simulator],
                            make_config: Callable[..., Config]) -> None:
     from lsq_sync import db, schema
     engine = db.make_engine(sqlite_url)
     schema.upgrade(engine)
-    sim = make_sim(leads=30, rate_calls=10, rate_period_s=0.3, throttle_status=status)
+    sim = make_sim(leads=40, rate_calls=10, rate_period_s=1.0, throttle_status=status)
     fill_leads_table(sqlite_url, sim.state.lead_ids())
-    result = pull(make_config(sim, sqlite_url, rate_limit_calls=50, rate_limit_period_s=0.3))
-    assert result.counts.leads_ok == 30 and result.counts.throttled > 0
-    assert sim.meter.snapshot()["busiest_window"] <= 10
+    result = pull(make_config(sim, sqlite_url, rate_limit_calls=50, rate_limit_period_s=1,
+                              shared_budget=shared))
+    assert result.counts.leads_ok == 40 and result.counts.throttled > 0
+    # The stated limit is obeyed from the first refusal on: what the client sent after it
+    # (refused or not) never crowds a window past it.
+    arrivals = list(sim.meter.log)
+    first = next(i for i, (_, admitted) in enumerate(arrivals) if not admitted)
+    after = [t for t, _ in arrivals[first:]]
+    assert max(sum(1 for u in after if t <= u < t + 1.0) for t in after) <= 10
     assert_matches(engine, sim)
 
 
 def test_a_lead_with_an_mx_error_fails_alone_and_changes_nothing(
         setup: tuple[Config, Engine, Simulator]) -> None:
     cfg, engine, sim = setup
-    pull(cfg)
     state = sim.state
-    broken = state.lead_id(1)  # mx_error_every=5 breaks indices 1, 6, 11, ...
+    # mx_error_every=5 breaks indices 1, 6, 11, ...: give the first of them tasks to keep.
+    broken = state.lead_id(1)
+    while len(state.tasks_of(broken)) < 2:
+        state.move_task(next(t["TaskID"] for lead in state.lead_ids() if lead != broken
+                             for t in state.tasks_of(lead)), broken)
+    pull(cfg)
     kept = state.tasks_of(broken)
-    if kept:
-        state.delete_task(kept[0]["TaskID"])
+    before = {t["TaskID"]: synced(engine)[t["TaskID"]] for t in kept}
+    state.delete_task(kept[0]["TaskID"])
+    state.change_task(kept[1]["TaskID"], Name="Changed while unreadable")
     sim.cfg.faults.mx_error_every = 5
     result = pull(cfg)
     assert result.status == "partial"
     assert result.counts.leads_failed == 8 and result.counts.leads_ok == 32
     assert result.counts.api_calls == 40  # logical errors are not retried
     rows = synced(engine, live=False)
-    for task in kept:  # the failed lead's tasks are untouched, deletion not applied
-        assert rows[task["TaskID"]].deleted_at is None
+    assert len(before) >= 2
+    for task_id, old in before.items():  # untouched: not deleted, not changed, not "seen"
+        assert rows[task_id]._asdict() == old._asdict()
     with engine.connect() as conn:
         run = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc())).first()
     assert run is not None and run.status == "partial" and run.leads_failed == 8

@@ -288,6 +288,41 @@ def test_two_push_processes_send_each_edit_exactly_once(
     assert sent == 60
 
 
+def test_two_pushes_past_the_lock_send_each_edit_once(
+        db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the push lock out of the way (as after a lease taken over from a host that was
+    only slow), the per-task claims alone keep two pushes running at once apart."""
+    import threading
+
+    from lsq_sync import lock
+    sim = make_sim(leads=40, faults=Faults(latency_ms=(5, 20)))
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url, concurrency=4)
+    app.pull(cfg, PullOptions())
+    targets = some_tasks(sim, 40)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, :n)"),
+                     [{"t": t, "n": f"Twice {i}"} for i, t in enumerate(targets)])
+    monkeypatch.setattr(lock, "acquire", lambda *_args: None)
+    start = threading.Barrier(2)
+    results: list[app.RunResult] = []
+
+    def push() -> None:
+        start.wait(timeout=30)
+        results.append(app.push(cfg))
+
+    threads = [threading.Thread(target=push) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 2 and not any(t.is_alive() for t in threads)
+    assert all(sim.state.update_calls.get(t) == 1 for t in targets), sim.state.update_calls
+    assert sum(r.counts.edits_sent for r in results) == 40
+    assert {e.status for e in edits(engine)} == {"sent"}
+
+
 def test_claims_of_two_runs_never_overlap(setup: Setup) -> None:
     """Below the lock, claims alone keep two pushes apart (e.g. after a lease takeover)."""
     from lsq_sync import runs

@@ -32,7 +32,8 @@ def forms(*keys: str) -> list[str]:
 def test_no_key_anywhere_after_runs_that_go_wrong(auth: str, tmp_path: Path,
                                                   make_sim: object) -> None:
     sim = make_sim(leads=30, access_key=ACCESS, secret_key=SECRET,  # type: ignore[operator]
-                   faults=Faults(bare_500=0.2, malformed=0.1, mx_error_every=7))
+                   faults=Faults(bare_500=0.2, malformed=0.1, mx_error_every=7,
+                                 echo_request=True))
     url = f"sqlite:///{tmp_path / 't.db'}"
     fill_leads_table(url, sim.state.lead_ids())
 
