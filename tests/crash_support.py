@@ -44,7 +44,7 @@ def sync(config: Path, kill_after: float | None) -> int | None:
         proc.wait(timeout=kill_after)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=30)
         return None
     finally:
         assert proc.stderr is not None
@@ -153,5 +153,13 @@ def check(engine: Engine, sim: Simulator, report: Report) -> dict[str, Any]:
     for task_id, name in last_name.items():  # the last edit of each task is what stands
         assert expected[task_id]["Name"] == name, (task_id, expected[task_id]["Name"], name)
     assert running == [] and claims == 0 and integrity == "ok"
+    # Duplicated nothing: a task got at most one Update per edit queued for it (a resend
+    # after a kill finds its values in the CRM and makes no call), and only edited tasks.
+    queued: dict[str, int] = {}
+    for e in edits:
+        queued[e.task_id] = queued.get(e.task_id, 0) + 1
+    sent = sim.state.update_calls
+    assert set(sent) <= set(queued), set(sent) - set(queued)
+    assert all(calls <= queued[task_id] for task_id, calls in sent.items()), (sent, queued)
     return {"tasks": len(expected), "deleted": len(gone), "edits": len(edits),
             "update_calls": sum(sim.state.update_calls.values())}

@@ -326,3 +326,34 @@ def test_status_and_metrics_after_succeeded_partial_and_failed_runs(
     assert "failing leads: 3" in human.output
     bad = invoke("--config", str(path), "status", "--max-age", "soon")
     assert bad.exit_code == 2 and "not a duration" in one_line_error(bad)
+
+
+def test_a_call_cap_is_a_planned_stop_exit_0(ready: Callable[..., Path]) -> None:
+    path = ready(max_calls_per_run=7)
+    result = invoke("--config", str(path), "pull")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    (summary,) = [e for e in events if e["event"] == "run_finished"]
+    assert summary["status"] == "partial" and summary["api_calls"] == 7
+    assert "call cap" in summary["error"]
+
+
+# Every command that reads or writes the synced tables, with arguments that would work.
+SCHEMA_USERS = [["pull"], ["push"], ["sync"], ["runs"], ["runs", "show", "1"], ["edits"],
+                ["edits", "retry", "1"], ["edits", "cancel", "1"], ["status"],
+                ["edit", "5151aaaa-0000-4000-8000-000000000001", "--name", "x"],
+                ["push", "--dry-run", "--offline"]]
+
+
+@pytest.mark.parametrize("args", SCHEMA_USERS, ids=" ".join)
+def test_every_command_refuses_an_old_schema(args: list[str], tmp_path: Path,
+                                             sim: Simulator, sqlite_url: str) -> None:
+    from lsq_sync import db, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine, "0006")  # one revision behind
+    engine.dispose()
+    path = write_config(tmp_path / "c.toml", sim, sqlite_url)
+    result = invoke("--config", str(path), *args)
+    assert result.exit_code == 3, result.output
+    assert "run `lsq-sync db upgrade`" in one_line_error(result)
+    assert sim.meter.snapshot()["received"] == 0

@@ -229,7 +229,7 @@ def test_max_calls_per_day_counts_every_run_of_the_day(
 
 def test_a_lock_of_a_dead_process_is_taken_over(engine: Engine) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead.wait(timeout=30)
     now = utcnow()
     ghost = runs.start(engine, "pull")
     with engine.begin() as conn:
@@ -407,3 +407,191 @@ def test_a_rejected_key_costs_one_call(command: str, db_url: str, engine: Engine
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 3 and "HTTP 401" in out
     assert sim.meter.snapshot()["received"] - before == 1
+
+
+def read_lines(proc: subprocess.Popen[str]) -> list[str]:
+    """The process's output lines as they come (a thread reads them)."""
+    import threading
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def test_a_second_signal_stops_at_once(sqlite_url: str, make_sim: Callable[..., Simulator],
+                                       tmp_path: Path) -> None:
+    from lsq_sync import db, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    # Every answer takes 20 s: the first signal's grace (5 s) would abandon the request
+    # in flight and end the run as a clean stop; the second signal must not wait for it.
+    sim = make_sim(leads=10, faults=Faults(slow=1.0, slow_s=20))
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    config = write_config(tmp_path / "c.toml", sim, sqlite_url, timeout_s=60)
+    proc = spawn(config, "pull")
+    lines = read_lines(proc)
+    wait_for(lambda: sim.meter.snapshot()["received"] >= 1, "the first request")
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: any('"stop_requested"' in ln for ln in lines), "the first signal")
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    out = "".join(lines)
+    assert proc.returncode == 1, out
+    assert "interrupted" in last_words(out)[-1] and '"abandoned_in_flight"' not in out
+    assert "Traceback" not in out
+    row = run_row(engine)
+    assert row.status == "failed" and row.error.startswith("interrupted")
+    sim.cfg.faults.slow = 0.0
+    again = spawn(config, "pull")
+    out, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, out
+    assert run_row(engine).leads_ok == 10
+
+
+def test_the_grace_abandons_requests_in_flight_for_the_next_pull(
+        sqlite_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    import threading
+
+    from lsq_sync import db, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    sim = make_sim(leads=10, faults=Faults(slow=1.0, slow_s=3))
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    cfg = make_config(sim, sqlite_url, timeout_s=30)
+    ctx = app.Context()
+
+    def stop_when_asked() -> None:
+        wait_for(lambda: sim.meter.snapshot()["received"] >= 1, "the first request")
+        ctx.stop.set()
+
+    threading.Thread(target=stop_when_asked, daemon=True).start()
+    result = app.pull(cfg, PullOptions(grace_s=0.2), ctx)
+    # The answer would have come (3 s, inside the timeout): the run did not wait for it.
+    assert result.counts.leads_ok == 0 and result.counts.leads_failed == 0
+    assert result.status == "partial" and result.by_signal
+    sim.cfg.faults.slow = 0.0
+    again = app.pull(cfg, PullOptions())
+    assert again.counts.leads_total == 10 and again.counts.leads_ok == 10
+    assert_matches(engine, sim)
+
+
+def test_a_lock_from_another_host_is_taken_over_only_after_its_lease(engine: Engine) -> None:
+    from datetime import timedelta
+
+    from lsq_sync.errors import LockedError
+    now = utcnow()
+    ghost = runs.start(engine, "pull")
+    with engine.begin() as conn:
+        # Its pid may well be alive or dead here: on another host that says nothing.
+        conn.execute(sync_runs.update().where(sync_runs.c.id == ghost).values(
+            host="another-host", pid=999_999_999, heartbeat_at=now))
+        conn.execute(locks.insert().values(name="pull", run_id=ghost, pid=999_999_999,
+                                           host="another-host", acquired_at=now,
+                                           expires_at=now + lock.LEASE))
+    mine = runs.start(engine, "pull")
+    assert lock.reap(engine) == []
+    with pytest.raises(LockedError, match="on another-host"):
+        lock.acquire(engine, "pull", mine)
+    lapsed = now - timedelta(seconds=1)
+    with engine.begin() as conn:
+        conn.execute(locks.update().where(locks.c.run_id == ghost)
+                     .values(expires_at=lapsed))
+        conn.execute(sync_runs.update().where(sync_runs.c.id == ghost)
+                     .values(heartbeat_at=lapsed - lock.LEASE))
+    assert lock.reap(engine) == [ghost]
+    lock.acquire(engine, "pull", mine)
+    assert run_row(engine, ghost).status == "failed"
+
+
+def test_the_heartbeat_renews_the_lease_while_the_run_lasts(engine: Engine) -> None:
+    import structlog
+    run_id = runs.start(engine, "pull")
+    lock.acquire(engine, "pull", run_id)
+    with engine.connect() as conn:
+        first = conn.execute(select(locks.c.expires_at)).scalar_one()
+    beat = lock.Heartbeat(engine, run_id, structlog.get_logger(), every_s=0.05).start()
+    try:
+        def renewed() -> bool:
+            with engine.connect() as conn:
+                return bool(conn.execute(select(locks.c.expires_at)).scalar_one() > first
+                            and run_row(engine, run_id).heartbeat_at is not None)
+        wait_for(renewed, "a heartbeat", limit_s=30)
+    finally:
+        beat.stop()
+
+
+def test_sync_holds_both_locks(db_url: str, engine: Engine, sim: Simulator,
+                               make_config: Callable[..., Config],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from lsq_sync.errors import LockedError
+    from lsq_sync.push import Pusher
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url)
+    held: list[set[str]] = []
+    real = Pusher.run
+
+    def spy(self: Pusher, run_id: int) -> None:
+        with engine.connect() as conn:
+            held.append(set(conn.execute(select(locks.c.name)).scalars()))
+        real(self, run_id)
+
+    monkeypatch.setattr(Pusher, "run", spy)
+    assert app.sync(cfg, PullOptions()).status == "succeeded"
+    assert held == [{"pull", "push"}]
+    with engine.connect() as conn:
+        assert conn.execute(select(locks.c.name)).first() is None  # released
+    for name in ("pull", "push"):  # either one held elsewhere turns a sync away
+        other = runs.start(engine, name)
+        lock.acquire(engine, name, other)
+        with pytest.raises(LockedError, match=f"another {name} is running"):
+            app.sync(cfg, PullOptions())
+        lock.release(engine, other)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_budget_off_keeps_the_budget_in_the_process(
+        shared: bool, sqlite_url: str, sim: Simulator,
+        make_config: Callable[..., Config]) -> None:
+    from lsq_sync import db, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    result = app.pull(make_config(sim, sqlite_url, shared_budget=shared), PullOptions())
+    assert result.counts.leads_ok == 40
+    with engine.connect() as conn:
+        slots = conn.execute(text("SELECT COUNT(*) FROM lsq_rate_slots")).scalar_one()
+    assert slots == (result.counts.api_calls if shared else 0)
+
+
+def test_results_are_written_in_batches_of_200_leads_or_2_seconds(
+        sqlite_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lsq_sync import db, pull, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    sizes: list[int] = []
+    real = pull.write_batch
+
+    def spy(conn: Any, outcomes: Any, **kwargs: Any) -> Any:
+        outcomes = list(outcomes)
+        sizes.append(len(outcomes))
+        return real(conn, outcomes, **kwargs)
+
+    monkeypatch.setattr(pull, "write_batch", spy)
+    fast = make_sim(leads=450)
+    fill_leads_table(sqlite_url, fast.state.lead_ids())
+    assert app.pull(make_config(fast, sqlite_url), PullOptions()).counts.leads_ok == 450
+    assert PullOptions().batch_size == 200 and PullOptions().flush_s == 2.0
+    assert max(sizes) == 200 and sum(sizes) == 450
+    # A trickle of leads is written as time passes, not held until 200 have come.
+    sizes.clear()
+    slow = make_sim(leads=6, faults=Faults(latency_ms=(30, 60)))
+    cfg = make_config(slow, sqlite_url, concurrency=1)
+    result = app.pull(cfg, PullOptions(lead_ids=slow.state.lead_ids(), flush_s=0.01))
+    assert result.counts.leads_ok == 6 and len(sizes) > 1

@@ -323,6 +323,57 @@ def test_two_pushes_past_the_lock_send_each_edit_once(
     assert {e.status for e in edits(engine)} == {"sent"}
 
 
+def test_edits_of_one_task_reach_the_crm_in_order(
+        db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edits keep arriving while two pushes run at once (past the lock): whatever each
+    push takes, a task's names reach the CRM in the order they were queued."""
+    import threading
+
+    from lsq_sync import lock
+    sim = make_sim(leads=20, faults=Faults(latency_ms=(5, 20)))
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url, concurrency=4)
+    app.pull(cfg, PullOptions())
+    targets = some_tasks(sim, 8)
+    received: dict[str, list[int]] = {t: [] for t in targets}
+    real = sim.state.apply_update
+
+    def record(body: Any) -> tuple[int, dict[str, Any]]:
+        status, answer = real(body)
+        if status == 200:
+            received[body["UserTaskId"]].append(int(body["Name"].split()[-1]))
+        return status, answer
+
+    monkeypatch.setattr(sim.state, "apply_update", record)
+    monkeypatch.setattr(lock, "acquire", lambda *_args: None)
+    done = threading.Event()
+
+    def queue_edits() -> None:
+        for seq in range(12):
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, :n)"),
+                             [{"t": t, "n": f"Edit {seq}"} for t in targets])
+        done.set()
+
+    def push_until_done() -> None:
+        while not done.is_set():
+            app.push(cfg)
+
+    threads = [threading.Thread(target=queue_edits),
+               *(threading.Thread(target=push_until_done) for _ in range(2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    app.push(cfg)  # what the last edits left pending
+    for task_id, names in received.items():
+        assert names == sorted(names) and names[-1] == 11, (task_id, names)
+        assert sim.state.all_tasks()[task_id]["Name"] == "Edit 11"
+    assert {e.status for e in edits(engine)} == {"sent"}
+
+
 def test_claims_of_two_runs_never_overlap(setup: Setup) -> None:
     """Below the lock, claims alone keep two pushes apart (e.g. after a lease takeover)."""
     from lsq_sync import runs
