@@ -16,12 +16,13 @@ from lsq_sync import __version__
 from lsq_sync.config import LsqConfig
 from lsq_sync.errors import (
     AuthError,
+    CapReached,
     RejectedError,
     ThrottledError,
     TransientError,
     UnreachableError,
 )
-from lsq_sync.ratelimit import RateLimiter, Stopped
+from lsq_sync.ratelimit import RateLimiter
 from lsq_sync.tasks import TaskList, parse_task_list, parse_tasks
 
 RETRIEVE_TASKS = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
@@ -36,9 +37,6 @@ MAX_BACKOFF_S = 60.0
 UNREACHABLE_AFTER = 3
 MIN_SECRET_LEN = 4
 
-
-class CapReached(Stopped):
-    """The run's call cap ([lsq].max_calls_per_run or _per_day) is used up."""
 
 
 def secret_forms(secrets: Iterable[str]) -> list[str]:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from lsq_sync import edits
-from lsq_sync.errors import ConfigError
+from lsq_sync.errors import ConfigError, InvalidEdit
 from lsq_sync.models import task_edits, tasks
 from lsq_sync.states import EditStatus
 from lsq_sync.types import utcnow
@@ -24,7 +24,7 @@ def queue(engine: Engine, task_id: str, fields: dict[str, Any]) -> int:
     (its base); ConfigError says what is wrong with it."""
     try:
         checked = edits.check(fields)
-    except edits.InvalidEdit as exc:
+    except InvalidEdit as exc:
         raise ConfigError(f"{exc}; nothing was queued") from None
     with engine.begin() as conn:
         task = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from lsq_sync.errors import InvalidEdit
 from lsq_sync.states import OnConflict
 
 GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -19,9 +20,6 @@ MAX_REMINDER = 60 * 24 * 366  # a year of minutes
 EDIT_FIELDS = ("name", "description", "due_date", "reminder_minutes", "notify_by", "owner_id",
                "owner_email")
 
-
-class InvalidEdit(ValueError):
-    """An edit that must not reach the API; the message becomes its last_error."""
 
 
 def _text(value: Any, name: str) -> str:

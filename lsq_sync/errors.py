@@ -13,10 +13,18 @@
     │   ├── TransientError ......... 5xx without an MX body, timeout, dropped connection,
     │   │                            malformed body: retried with backoff
     │   └── RejectedError .......... a logical error (400, 404, MX exception, "Status":
-    │                                "Error"): that lead or edit fails, no retry
+    │       │                        "Error"): that lead or edit fails, no retry
+    │       └── BadRecord .......... JSON, but not the shape the endpoint promises: that
+    │                                lead (or task) fails alone
+    ├── InvalidEdit ................ a queued edit fails its checks: that edit fails alone
+    │                                (`lsq-sync edit` turns it into a ConfigError)
     ├── StoreError ................. the database cannot be used (exit 3)
     │   └── SchemaError ............ schema missing or not current (exit 3)
     └── LockedError ................ another run holds the lock (exit 75)
+
+    Stopped ........................ not an error: the run is stopping (a signal); a wait
+    └── CapReached ................. for a slot or a backoff ends at once / the run's
+                                     call cap is used up (a planned stop, exit 0)
 
 Messages never contain credentials: they are built from paths and API bodies,
 never from request URLs or headers.
@@ -75,6 +83,14 @@ class RejectedError(ApiError):
     """A logical error: the same request will fail the same way again."""
 
 
+class BadRecord(RejectedError):
+    """The answer is JSON but not the shape RetrieveTaskByLeadId promises."""
+
+
+class InvalidEdit(LsqSyncError, ValueError):
+    """An edit that must not reach the API; the message becomes its last_error."""
+
+
 class StoreError(LsqSyncError):
     """The database is unreachable or refused an operation."""
 
@@ -85,3 +101,11 @@ class SchemaError(StoreError):
 
 class LockedError(LsqSyncError):
     """Another run of the same kind holds the lock."""
+
+
+class Stopped(Exception):
+    """The wait for a slot was interrupted because the run is stopping."""
+
+
+class CapReached(Stopped):
+    """The run's call cap ([lsq].max_calls_per_run or _per_day) is used up."""

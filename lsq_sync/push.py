@@ -17,9 +17,8 @@ from lsq_sync import runs
 from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
 from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
-from lsq_sync.errors import ApiError, FatalError, RejectedError, StoreError
+from lsq_sync.errors import ApiError, FatalError, RejectedError, Stopped, StoreError
 from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
-from lsq_sync.ratelimit import Stopped
 from lsq_sync.runs import RunCounts
 from lsq_sync.states import EditStatus, OnConflict
 from lsq_sync.store import LeadOutcome, raw_hash, record_history, write_batch

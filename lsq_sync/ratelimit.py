@@ -8,6 +8,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from lsq_sync.errors import Stopped
+
 # The server counts arrivals, we count sends (stamped when the request's headers start to
 # go out); the gap between the two varies from request to request by the jitter of the
 # one-way latency and of the server's own scheduling: measured on loopback against the
@@ -150,9 +152,6 @@ class Shared(Protocol):
 
     def tighten(self, calls: int, period: float) -> None: ...
 
-
-class Stopped(Exception):
-    """The wait for a slot was interrupted because the run is stopping."""
 
 
 class RateLimiter:

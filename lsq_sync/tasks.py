@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lsq_sync.errors import RejectedError
+from lsq_sync.errors import BadRecord
 
 # API field -> column, for the text fields kept as they come.
 TEXT_FIELDS = {
@@ -22,9 +22,6 @@ DATE_FIELDS = {"DueDate": "due_date", "CreatedOn": "created_on"}
 COLUMN_LIMITS = {"name": 500, "owner_id": 64, "owner_name": 255, "created_by": 64,
                  "created_by_name": 255, "status": 64}
 
-
-class BadRecord(RejectedError):
-    """The answer is JSON but not the shape RetrieveTaskByLeadId promises."""
 
 
 def parse_date(value: Any, field: str = "date") -> datetime | None:

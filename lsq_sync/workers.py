@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from lsq_sync.ratelimit import Stopped
+from lsq_sync.errors import Stopped
 
 In = TypeVar("In")
 Out = TypeVar("Out")

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsq_sync.edits import EDIT_FIELDS, InvalidEdit, body, check, merge, plan, prepare, snapshot
+from lsq_sync.edits import EDIT_FIELDS, body, check, merge, plan, prepare, snapshot
+from lsq_sync.errors import InvalidEdit
 
 GUID = "1a50c565-8525-11ea-a93b-0aa4c559f4ca"
 TASK = {"task_id": "t-1", "lead_id": "l-1", "name": "Call", "description": "d",

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsq_sync.ratelimit import Budget, RateLimiter, Stopped
+from lsq_sync.errors import Stopped
+from lsq_sync.ratelimit import Budget, RateLimiter
 
 
 def busiest(sends: list[float], period: float) -> int:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsq_sync.tasks import BadRecord, parse_date, parse_reminder, parse_task_list
+from lsq_sync.errors import BadRecord
+from lsq_sync.tasks import parse_date, parse_reminder, parse_task_list
 
 SEED_BODY = {"RecordCount": 2, "TaskList": [
     {"TaskID": "3570a2b8-4363-11e6-b61b-22000aa8e760", "Name": "Follow Up With New Lead",
