@@ -88,26 +88,26 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
         message = redact(str(raw_message)[:500], forms) if isinstance(raw_message, str) else ""
     if _is_throttle(body) or (status == 429 and not kind):
         calls, period = throttle_limit(message)
-        raise (ThrottledError(message or f"HTTP {status}: rate limit exceeded",
-                                     calls=calls, period_s=period, status_code=status))
+        raise ThrottledError(message or f"HTTP {status}: rate limit exceeded",
+                             calls=calls, period_s=period, status_code=status)
     described = f"{kind}: {message}" if kind else (message or f"HTTP {status}")
     if status == 401:
-        raise (AuthError(f"the API rejected the credentials or the host (HTTP 401: "
-                                f"{described})", exception_type=kind or None, status_code=401))
+        raise AuthError(f"the API rejected the credentials or the host (HTTP 401: "
+                        f"{described})", exception_type=kind or None, status_code=401)
     if status >= 500:
         if kind.startswith("MX"):
-            raise (RejectedError(described, exception_type=kind, status_code=status))
-        raise (TransientError(f"HTTP {status} from the API", status_code=status))
+            raise RejectedError(described, exception_type=kind, status_code=status)
+        raise TransientError(f"HTTP {status} from the API", status_code=status)
     if status in (408, 425):
-        raise (TransientError(f"HTTP {status} from the API", status_code=status))
+        raise TransientError(f"HTTP {status} from the API", status_code=status)
     if status != 200:
-        raise (RejectedError(f"HTTP {status}: {described}", exception_type=kind or None,
-                                    status_code=status))
+        raise RejectedError(f"HTTP {status}: {described}", exception_type=kind or None,
+                            status_code=status)
     if not parsed:
-        raise (TransientError("the API answered with a body that is not JSON",
-                                     status_code=status))
+        raise TransientError("the API answered with a body that is not JSON",
+                             status_code=status)
     if isinstance(body, dict) and str(body.get("Status", "")).lower() == "error":
-        raise (RejectedError(described, exception_type=kind or None, status_code=status))
+        raise RejectedError(described, exception_type=kind or None, status_code=status)
     return body
 
 

@@ -195,3 +195,56 @@ def test_classify_recognises_the_limit_in_any_wording() -> None:
         classify(200, json.dumps({"Status": "Error", "ExceptionMessage":
                                   "API calls exceeded the limit of 72 in 60 second(s)"}).encode())
     assert (err.value.calls, err.value.period_s) == (72, 60.0)
+
+
+def error_body(**fields: Any) -> bytes:
+    return json.dumps({"Status": "Error", **fields}).encode()
+
+
+@pytest.mark.parametrize(("status", "content", "kind", "message", "code"), [
+    (500, error_body(ExceptionType="MXInvalidLeadException", ExceptionMessage="locked"),
+     RejectedError, "MXInvalidLeadException: locked", 500),
+    (500, b"Internal Server Error", TransientError, "HTTP 500 from the API", 500),
+    (503, error_body(ExceptionType="Other", ExceptionMessage="busy"), TransientError,
+     "HTTP 503 from the API", 503),
+    (408, b"", TransientError, "HTTP 408 from the API", 408),
+    (425, b"", TransientError, "HTTP 425 from the API", 425),
+    (404, b"Not Found", RejectedError, "HTTP 404: HTTP 404", 404),
+    (400, error_body(Message="no such field"), RejectedError, "HTTP 400: no such field", 400),
+    (400, error_body(ExceptionMessage={"not": "text"}, ExceptionType="MXBad"), RejectedError,
+     "HTTP 400: MXBad: ", 400),
+    (200, b"{truncated", TransientError, "the API answered with a body that is not JSON", 200),
+    (200, error_body(Message="plain error"), RejectedError, "plain error", 200),
+    (200, json.dumps({"Status": " ERROR"}).encode(), None, None, None),
+    (401, b"", AuthError, "the API rejected the credentials or the host (HTTP 401: HTTP 401)",
+     401),
+    (429, b"", ThrottledError, "HTTP 429: rate limit exceeded", 429),
+    (429, error_body(ExceptionType="MXSomethingElse", ExceptionMessage="no"), RejectedError,
+     "HTTP 429: MXSomethingElse: no", 429),
+    (403, error_body(ExceptionType="MXAPIRateLimitExceededException"), ThrottledError,
+     "HTTP 403: rate limit exceeded", 403),
+    (200, error_body(Message="API calls exceeded the limit of 20 in 5 second(s)"),
+     ThrottledError, "API calls exceeded the limit of 20 in 5 second(s)", 200),
+])
+def test_classify_maps_every_answer(status: int, content: bytes, kind: type[Exception] | None,
+                                    message: str | None, code: int | None) -> None:
+    if kind is None:
+        assert classify(status, content) == json.loads(content)
+        return
+    with pytest.raises(kind) as caught:
+        classify(status, content)
+    assert str(caught.value) == message
+    assert getattr(caught.value, "status_code", None) == code
+
+
+def test_classify_bounds_what_it_repeats_and_keeps_empty_answers() -> None:
+    assert classify(200, b"") is None
+    assert classify(200, b"[]") == []
+    with pytest.raises(RejectedError) as caught:
+        classify(500, error_body(ExceptionType="MX" + "k" * 300, ExceptionMessage="m" * 900))
+    assert caught.value.exception_type == "MX" + "k" * 198
+    assert str(caught.value) == f"MX{'k' * 198}: {'m' * 500}"
+    with pytest.raises(RejectedError) as caught:
+        classify(500, error_body(ExceptionType="MXBad", ExceptionMessage="key s3cr3t-key x"),
+                 ["s3cr3t-key"])
+    assert str(caught.value) == "MXBad: key *** x"

@@ -177,3 +177,49 @@ def test_an_edit_without_a_base_takes_the_synced_state_once() -> None:
     assert prepared.new_bases == {7: BASE} and prepared.edits[0].base == BASE
     recorded = prepare("t-1", [{"id": 7, "name": "x", "base": BASE}], TASK)
     assert recorded.new_bases == {}
+
+
+SOME_OWNER = "190e7b6f-39da-11e6-b61b-22000aa8e760"
+LONG = "x" * 60
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"name": b"\xff"}, "name is not text"),
+    ({"name": 5}, "name must be text, not int"),
+    ({"name": "  "}, "name is blank; set a name or leave it NULL"),
+    ({"name": "n" * 501}, "name is longer than 500 characters"),
+    ({"description": 1.5}, "description must be text, not float"),
+    ({"due_date": 7}, "due_date must be text, not int"),
+    ({"due_date": LONG}, f"due_date {'x' * 40!r} is not YYYY-MM-DD HH:MM:SS (UTC)"),
+    ({"due_date": "2027-02-30 10:00:00"}, "due_date '2027-02-30 10:00:00' is not a real date"),
+    ({"reminder_minutes": LONG}, f"reminder_minutes {'x' * 20!r} is not a whole number"),
+    ({"reminder_minutes": True}, "reminder_minutes 'True' is not a whole number"),
+    ({"reminder_minutes": -1}, "reminder_minutes -1 must be between 0 and 527040"),
+    ({"reminder_minutes": 527041}, "reminder_minutes 527041 must be between 0 and 527040"),
+    ({"notify_by": LONG}, f"notify_by {'x' * 20!r} must be 1100 (email the owner) or 1000 "
+                          f"(no notification)"),
+    ({"owner_id": SOME_OWNER, "owner_email": "a@b.co"},
+     "owner_id and owner_email are both set; give one of them"),
+    ({"owner_id": 3}, "owner_id must be text, not int"),
+    ({"owner_id": LONG}, f"owner_id {'x' * 40!r} is not a GUID"),
+    ({"owner_email": 3}, "owner_email must be text, not int"),
+    ({"owner_email": LONG}, f"owner_email {'x' * 40!r} is not an email address"),
+    ({"owner_email": "a@b." + "c" * 252}, f"owner_email {('a@b.' + 'c' * 36)!r} is not an "
+                                          f"email address"),
+    ({"name": None, "description": None}, "the edit changes nothing (every field is NULL)"),
+])
+def test_check_says_exactly_what_is_wrong(edit: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidEdit) as caught:
+        check(edit)
+    assert str(caught.value) == message
+
+
+def test_check_keeps_every_good_value_at_its_bounds() -> None:
+    assert check({"name": "n" * 500, "description": bytearray(b"d\xc3\xa9"),
+                  "due_date": " 2027-01-31 23:59:59 ", "reminder_minutes": " 0 ",
+                  "notify_by": 1100, "owner_email": " " + "a@b." + "c" * 251 + " "}) == {
+        "name": "n" * 500, "description": "dé", "due_date": "2027-01-31 23:59:59",
+        "reminder_minutes": 0, "notify_by": "1100", "owner_email": "a@b." + "c" * 251}
+    assert check({"reminder_minutes": 527040, "owner_id": f" {SOME_OWNER} "}) == {
+        "reminder_minutes": 527040, "owner_id": SOME_OWNER}
+    assert check({"notify_by": " 1000 "}) == {"notify_by": "1000"}
