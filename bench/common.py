@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lsq_sync.config import to_toml
 from lsq_sync.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 
 
@@ -47,9 +48,8 @@ def workdir() -> Path:
 def write_config(path: Path, sim_url: str, db_url: str, **lsq: Any) -> Path:
     settings = {"base_url": sim_url, "access_key": DEMO_ACCESS_KEY,
                 "secret_key": DEMO_SECRET_KEY, **lsq}
-    lines = ["[lsq]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
-             "[database]", f'url = "{db_url}"', "[log]", 'format = "json"', 'level = "warning"']
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(to_toml({"lsq": settings, "database": {"url": db_url},
+                             "log": {"format": "json", "level": "warning"}}))
     return path
 
 

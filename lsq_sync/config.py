@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -316,6 +317,16 @@ def from_mapping(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
 
 
 EXAMPLE_NAME = "config.example.toml"
+
+
+def to_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    """A config file holding `sections` (flat tables of strings, numbers and booleans):
+    JSON's scalars are TOML's too, quotes and backslashes escaped alike."""
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def example_text() -> str:

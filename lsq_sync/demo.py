@@ -60,8 +60,8 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         }
         cfg = config.from_mapping(settings, env={}, source="demo")
         (folder / "lsq_sync.toml").write_text(
-            f'# Written by `lsq-sync demo`; its simulator is gone, the database stays.\n'
-            f'[database]\nurl = "{db_url}"\n', encoding="utf-8")
+            "# Written by `lsq-sync demo`; its simulator is gone, the database stays.\n"
+            + config.to_toml({"database": {"url": db_url}}), encoding="utf-8")
         echo(f"lsq-sync demo in {folder}")
         echo(f"  simulated account at {sim.url}: {leads} leads, limit {DEMO_CALLS} calls "
              f"per {DEMO_PERIOD:g} s, 30-120 ms latency, 1% server errors")

@@ -119,9 +119,8 @@ def settings_for(sim: Simulator, database_url: str, **lsq: Any) -> dict[str, Any
 def write_config(path: Path, sim: Simulator | None, database_url: str, **lsq: Any) -> Path:
     """A TOML file with settings_for()'s [lsq] (none without a simulator) and JSON logs."""
     settings = settings_for(sim, database_url, **lsq)["lsq"] if sim is not None else lsq
-    lines = ["[lsq]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
-             "[database]", f'url = "{database_url}"', "[log]", 'format = "json"']
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(config.to_toml({"lsq": settings, "database": {"url": database_url},
+                                    "log": {"format": "json"}}))
     return path
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
+from lsq_sync.config import to_toml
 from lsq_sync.models import sync_runs, task_edits, tasks
 from lsq_sync.simulator import Simulator
 
@@ -27,11 +28,12 @@ class Report:
 
 
 def write_config(path: Path, sim: Simulator, db_url: str) -> Path:
-    path.write_text(
-        f'[lsq]\nbase_url = "{sim.url}"\naccess_key = "{sim.cfg.access_key}"\n'
-        f'secret_key = "{sim.cfg.secret_key}"\nrate_limit_calls = 40\n'
-        f'rate_limit_period_s = 1\nretry_backoff_s = 0.05\nconcurrency = 4\ntimeout_s = 2\n'
-        f'[database]\nurl = "{db_url}"\n[log]\nformat = "json"\nlevel = "warning"\n')
+    path.write_text(to_toml({
+        "lsq": {"base_url": sim.url, "access_key": sim.cfg.access_key,
+                "secret_key": sim.cfg.secret_key, "rate_limit_calls": 40,
+                "rate_limit_period_s": 1, "retry_backoff_s": 0.05, "concurrency": 4,
+                "timeout_s": 2},
+        "database": {"url": db_url}, "log": {"format": "json", "level": "warning"}}))
     return path
 
 

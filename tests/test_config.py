@@ -144,3 +144,17 @@ def test_any_toml_text_is_a_config_or_one_clear_error(tmp_path_factory: pytest.T
         config.load(str(path), env={})
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc)  # one line
+
+
+def test_to_toml_writes_what_load_reads(tmp_path: Path) -> None:
+    from lsq_sync.config import load, to_toml
+    odd = 'C:\\data\\tasks "x".db'
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml({"lsq": {"base_url": "http://127.0.0.1:9", "access_key": "u$ab",
+                                     "secret_key": "s3cr3t", "rate_limit_calls": 7,
+                                     "shared_budget": False, "timeout_s": 2.5},
+                             "database": {"url": f"sqlite:///{odd}"}}))
+    cfg = load(str(path), env={})
+    assert cfg.database.url == f"sqlite:///{odd}"
+    assert (cfg.lsq.rate_limit_calls, cfg.lsq.shared_budget, cfg.lsq.timeout_s) == (7, False, 2.5)
+    assert cfg.lsq.access_key.reveal() == "u$ab"

@@ -136,9 +136,8 @@ def test_deletion_restoring_and_moving_mark_changed_at(engine: Engine) -> None:
                            LeadOutcome(2, OTHER, rows=lead_rows(OTHER, "c", prefix="o"))],
                     run_id=runs.start(engine, "pull"), now=T0)
     later = T0 + timedelta(minutes=1)
-    # t1 vanished; o0 moved to LEAD; a bad task t7 was skipped (not deleted).
-    moved = lead_rows(LEAD, "a", prefix="t") + [
-        {**lead_rows(LEAD, "c", prefix="o")[0]}]
+    # t1 is missing but was skipped as bad (so kept); o0 moved to LEAD.
+    moved = [*lead_rows(LEAD, "a", prefix="t"), lead_rows(LEAD, "c", prefix="o")[0]]
     with engine.begin() as conn:
         result = write_batch(conn, [LeadOutcome(1, LEAD, rows=moved, skipped={"t1": "bad"}),
                                     LeadOutcome(2, OTHER, rows=[])],
