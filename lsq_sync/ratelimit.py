@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from lsq_sync.errors import Stopped
@@ -19,6 +19,15 @@ from lsq_sync.errors import Stopped
 # throttle, and one lost slot pushes a short run's last call into another window (5 s). A
 # throttle answer doubles it (Budget.widen_margin), so a jittery network teaches its own.
 DEFAULT_MARGIN_S = 0.05
+
+
+def slot_wait(sends: Sequence[float], calls: int, span: float, now: float) -> float:
+    """Seconds until one more send fits among `sends` (in order, the last `span` seconds'),
+    at most `calls` of them per `span`; 0 if it fits now."""
+    if len(sends) < calls:
+        return 0.0
+    # The send that must leave the window before another one fits.
+    return sends[len(sends) - calls] + span - now
 
 
 class Window:
@@ -43,10 +52,7 @@ class Window:
         sends = self.sends
         while sends and sends[0] + self.span <= now:
             sends.popleft()
-        if len(sends) < self.calls:
-            return 0.0
-        # The send that must leave the window before another one fits.
-        return sends[len(sends) - self.calls] + self.span - now
+        return slot_wait(sends, self.calls, self.span, now)
 
     def record(self, now: float) -> None:
         self.sends.append(now)

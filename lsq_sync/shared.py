@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync.db import describe
 from lsq_sync.errors import StoreError
 from lsq_sync.models import rate_buckets, rate_slots
+from lsq_sync.ratelimit import slot_wait
 from lsq_sync.upsert import insert_ignore_statement
 
 CLEAN_EVERY = 500  # reservations between deletions of old slots
@@ -64,9 +65,7 @@ class SharedSlots:
             .order_by(rate_slots.c.sent_at)).scalars())
 
     def _wait(self, sends: list[float], now: float) -> float:
-        if len(sends) < self.calls:
-            return 0.0
-        return float(sends[len(sends) - self.calls] + self.span - now)
+        return float(slot_wait(sends, self.calls, self.span, now))
 
     def reserve(self) -> float:
         """Take a slot now and return 0, or return how long to wait before trying again."""
