@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
+from lsq_sync import runs
 from lsq_sync.db import describe
 from lsq_sync.edits import GUID_RE
 from lsq_sync.errors import ConfigError, StoreError
@@ -134,8 +135,7 @@ def unfinished_run(engine: Engine, current: int) -> int | None:
         value = conn.execute(
             select(func.max(run_leads.c.run_id)).where(
                 run_leads.c.state == "todo", run_leads.c.run_id != current,
-                run_leads.c.run_id.in_(select(sync_runs.c.id).where(
-                    sync_runs.c.status != "running",
+                run_leads.c.run_id.in_(runs.finished(
                     sync_runs.c.pass_started_at.is_not(None),
                     sync_runs.c.command.in_(("pull", "sync")))))).scalar()
     return None if value is None else int(value)
@@ -184,10 +184,9 @@ def count_todo(engine: Engine, run_id: int) -> int:
 def forget_unfinished(engine: Engine, current: int) -> int:
     """pull --restart: drop what unfinished runs left to do."""
     with engine.begin() as conn:
-        finished = select(sync_runs.c.id).where(sync_runs.c.status != "running")
         return int(conn.execute(delete(run_leads).where(
             run_leads.c.run_id != current, run_leads.c.state.not_in(("failed", "partial")),
-            run_leads.c.run_id.in_(finished))).rowcount or 0)
+            run_leads.c.run_id.in_(runs.finished()))).rowcount or 0)
 
 
 def pending(engine: Engine, run_id: int, page: int = 1000) -> Iterator[tuple[int, str]]:

@@ -18,7 +18,7 @@ from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
 from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
 from lsq_sync.errors import ApiError, FatalError, RejectedError, Stopped, StoreError
-from lsq_sync.models import edit_claims, sync_runs, task_edits, tasks
+from lsq_sync.models import edit_claims, task_edits, tasks
 from lsq_sync.runs import RunCounts
 from lsq_sync.states import EditStatus, OnConflict
 from lsq_sync.store import LeadOutcome, raw_hash, record_history, write_batch
@@ -229,9 +229,8 @@ class Pusher:
         """Take the tasks no live run holds; returns the ones this run now holds."""
         now = utcnow()
         with self.engine.begin() as conn:
-            finished = select(sync_runs.c.id).where(sync_runs.c.status != "running")
             conn.execute(delete(edit_claims).where(or_(
-                edit_claims.c.claimed_until < now, edit_claims.c.run_id.in_(finished))))
+                edit_claims.c.claimed_until < now, edit_claims.c.run_id.in_(runs.finished()))))
             conn.execute(insert_ignore_statement(conn, edit_claims), [
                 {"task_id": t, "run_id": run_id, "claimed_until": now + LEASE}
                 for t in task_ids])

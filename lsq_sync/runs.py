@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from lsq_sync.lock import HOST
 from lsq_sync.models import failed_leads as failed_leads_table
 from lsq_sync.models import run_leads, sync_runs
+from lsq_sync.states import RunStatus
 from lsq_sync.types import utcnow
 
 
@@ -123,14 +124,18 @@ KEEP_FAILED_LEADS_OF = 100  # runs
 KEPT_STATES = ("failed", "partial")  # lead rows kept after a run, for `runs show`
 
 
+def finished(*where: Any) -> Select[tuple[int]]:
+    """The ids of runs that ended (any way), among those `where` selects."""
+    return select(sync_runs.c.id).where(sync_runs.c.status != RunStatus.RUNNING, *where)
+
+
 def prune(engine: Engine) -> None:
     """Forget the failed-lead lists of old finished runs."""
     with engine.begin() as conn:
         newest = conn.execute(select(func.max(sync_runs.c.id))).scalar()
         if newest is None:
             return
-        old = select(sync_runs.c.id).where(sync_runs.c.id < newest - KEEP_FAILED_LEADS_OF,
-                                           sync_runs.c.status != "running")
+        old = finished(sync_runs.c.id < newest - KEEP_FAILED_LEADS_OF)
         conn.execute(delete(run_leads).where(run_leads.c.run_id.in_(old),
                                              run_leads.c.state.in_(KEPT_STATES)))
 

@@ -1,4 +1,4 @@
-"""The states a queued edit can be in (lsq_task_edits.status), and how conflicts settle."""
+"""The states of runs, staged leads and queued edits, and how edit conflicts settle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ from typing import Literal
 
 # [push].on_conflict: what a field edited here AND changed in the CRM since becomes.
 OnConflict = Literal["skip", "local", "remote"]
+
+
+class RunStatus(StrEnum):
+    """lsq_sync_runs.status."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
 
 
 class EditStatus(StrEnum):
