@@ -66,14 +66,6 @@ def throttle_limit(message: str) -> tuple[int | None, float | None]:
     return int(match.group(1)), float(match.group(2))
 
 
-def _is_throttle(body: Any) -> bool:
-    if not isinstance(body, dict):
-        return False
-    kind = str(body.get("ExceptionType") or "")
-    message = str(body.get("ExceptionMessage") or body.get("Message") or "")
-    return "RateLimit" in kind or _LIMIT_RE.search(message) is not None
-
-
 def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
     """The parsed body of a usable answer, or the ApiError this answer amounts to."""
     try:
@@ -86,7 +78,8 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
         kind = str(body.get("ExceptionType") or "")[:200]
         raw_message = body.get("ExceptionMessage") or body.get("Message") or ""
         message = redact(str(raw_message)[:500], forms) if isinstance(raw_message, str) else ""
-    if _is_throttle(body) or (status == 429 and not kind):
+    throttle = "RateLimit" in kind or _LIMIT_RE.search(message) is not None
+    if throttle or (status == 429 and not kind):
         calls, period = throttle_limit(message)
         raise ThrottledError(message or f"HTTP {status}: rate limit exceeded",
                              calls=calls, period_s=period, status_code=status)
