@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lsq_sync import db, health, lock, runs, schema
 from lsq_sync import leads as leads_mod
+from lsq_sync.budget import SharedSlots, bucket_for
 from lsq_sync.client import LsqClient
 from lsq_sync.config import Config
 from lsq_sync.errors import FatalError, LockedError, LsqSyncError
@@ -28,7 +29,6 @@ from lsq_sync.pull import Puller, PullOptions
 from lsq_sync.push import Pusher
 from lsq_sync.ratelimit import DEFAULT_MARGIN_S, RateLimiter
 from lsq_sync.runs import RunCounts
-from lsq_sync.shared import SharedSlots, bucket_for
 from lsq_sync.types import utcnow
 
 

@@ -152,7 +152,7 @@ class Budget:
 
 
 class Shared(Protocol):
-    """A budget other processes draw on too (see shared.py)."""
+    """A budget other processes draw on too (see budget.py)."""
 
     def reserve(self) -> float: ...
 
