@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,7 +17,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from lsq_sync import db, health, lock, runs, schema
-from lsq_sync import leads as leads_mod
 from lsq_sync.budget import SharedSlots, bucket_for
 from lsq_sync.client import LsqClient
 from lsq_sync.config import Config
@@ -252,77 +251,3 @@ def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
             client.close()
     return RunResult(run.id, run.status, counts, run.stopped,
                      by_signal=ctx.stop.is_set())
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    message: str
-
-
-def _api_host(answer: Any) -> str | None:
-    """The account's API host from UserByAccessKey.Get's answer, as a bare host name."""
-    urls = answer.get("LSQCommonServiceURLs") if isinstance(answer, dict) else None
-    value = urls.get("api") if isinstance(urls, dict) else None
-    if not isinstance(value, str) or not value.strip():
-        return None
-    value = value.strip()
-    return (httpx.URL(value).host if "://" in value else value.split("/")[0]) or None
-
-
-def doctor(cfg: Config) -> list[Check]:
-    """Every check `lsq-sync doctor` makes, in order; later ones skip what earlier broke."""
-    checks = [Check("config", True, f"loaded from {cfg.source}")]
-    engine = None
-    try:
-        engine = db.make_engine(cfg.database.url)
-        db.check_connection(engine)
-        checks.append(Check("database", True, f"{db.safe_url(engine.url)} answers"))
-    except LsqSyncError as exc:
-        checks.append(Check("database", False, str(exc)))
-        engine = None
-    current = False
-    if engine is not None:
-        try:
-            schema.require_current(engine)
-            checks.append(Check("schema", True, f"at revision {schema.head()} (current)"))
-            current = True
-        except LsqSyncError as exc:
-            checks.append(Check("schema", False, str(exc)))
-    try:
-        source = db.make_engine(cfg.leads_url, key="[leads].url")
-        params = {"last_success": runs.last_success(engine, cfg.leads.overlap)
-                  if engine and current else None}
-        usable = total = 0
-        for batch in leads_mod.stream_query(source, cfg.leads.query, params):
-            total += len(batch)
-            usable += sum(1 for value in batch if leads_mod.check_lead_id(value)[0])
-        ok = usable > 0
-        checks.append(Check("leads query", ok, f"{total} rows, {usable} usable lead ids"
-                            + ("" if ok else "; a pull would do nothing")))
-    except LsqSyncError as exc:
-        checks.append(Check("leads query", False, str(exc)))
-    try:
-        cfg.lsq.require_credentials()
-        log = get_logger("lsq_sync.doctor")
-        # One try with a short timeout: doctor says what is wrong, it does not wait it out.
-        once = replace(cfg, lsq=replace(cfg.lsq, timeout_s=min(cfg.lsq.timeout_s, 5.0),
-                                        max_attempts=1))
-        with make_client(once, Context(), log) as client:
-            answer = client.user_by_access_key()
-        who = answer.get("EmailAddress") if isinstance(answer, dict) else None
-        zone = answer.get("TimeZone") if isinstance(answer, dict) else None
-        checks.append(Check("credentials", True, f"accepted (user {who or '?'}, account time "
-                                                  f"zone {zone or '?'})"))
-        host = _api_host(answer)
-        configured = httpx.URL(cfg.lsq.base_url).host
-        if host and configured and host.lower() != configured.lower():
-            checks.append(Check("api host", False,
-                                f"[lsq].base_url names {configured}, but the account's API host "
-                                f"is {host}: set base_url = \"https://{host}\""))
-        elif host:
-            checks.append(Check("api host", True, f"{host} is the account's own host"))
-    except LsqSyncError as exc:
-        checks.append(Check("credentials", False, str(exc)))
-    return checks

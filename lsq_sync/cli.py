@@ -635,10 +635,10 @@ def doctor(settings: Settings) -> None:
     which also names the account's own API host. Exit status 0 only when every
     check passes, else 3.
     """
-    from lsq_sync import app
+    from lsq_sync import doctor as doctor_mod
     cfg = settings.config()
     settings.setup_logging(cfg)
-    checks = app.doctor(cfg)
+    checks = doctor_mod.run_checks(cfg)
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:12s} {check.message}")
     if not all(c.ok for c in checks):
