@@ -21,7 +21,7 @@ from lsq_sync.budget import SharedSlots, bucket_for
 from lsq_sync.client import LsqClient
 from lsq_sync.config import Config
 from lsq_sync.errors import FatalError, LockedError, LsqSyncError
-from lsq_sync.logs import get_logger
+from lsq_sync.logs import Logger, get_logger
 from lsq_sync.models import locks, sync_runs
 from lsq_sync.progress import Progress
 from lsq_sync.pull import Puller, PullOptions
@@ -63,7 +63,7 @@ class Context:
     stop: threading.Event = field(default_factory=threading.Event)  # set by SIGINT/SIGTERM
 
 
-def make_client(cfg: Config, ctx: Context, log: Any, engine: Engine | None = None,
+def make_client(cfg: Config, ctx: Context, log: Logger, engine: Engine | None = None,
                 max_calls: int | None = None) -> LsqClient:
     shared = None
     if engine is not None and cfg.lsq.shared_budget:
@@ -94,7 +94,7 @@ LOCKS = {"pull": ["pull"], "push": ["push"], "sync": ["push", "pull"]}
 
 
 @contextmanager
-def recorded_run(engine: Engine, command: str, counts: RunCounts, log: Any) -> Iterator[Run]:
+def recorded_run(engine: Engine, command: str, counts: RunCounts, log: Logger) -> Iterator[Run]:
     """Start a row in lsq_sync_runs, take the command's locks, keep a heartbeat, bind the
     run id to every log line, and close the row whatever happens."""
     for dead in lock.reap(engine):
@@ -209,7 +209,7 @@ def _run(cfg: Config, command: str, ctx: Context, options: PullOptions | None = 
         publish_metrics(cfg, engine, log)
 
 
-def publish_metrics(cfg: Config, engine: Engine, log: Any) -> None:
+def publish_metrics(cfg: Config, engine: Engine, log: Logger) -> None:
     """Write [metrics].textfile from what the database says now; a failure is logged,
     never the run's."""
     if not cfg.metrics.textfile:
@@ -222,7 +222,7 @@ def publish_metrics(cfg: Config, engine: Engine, log: Any) -> None:
 
 
 def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
-          engine: Engine, source: Engine, counts: RunCounts, log: Any) -> RunResult:
+          engine: Engine, source: Engine, counts: RunCounts, log: Logger) -> RunResult:
     with recorded_run(engine, command, counts, log) as run:
         client = make_client(cfg, ctx, log, engine, call_cap(cfg, engine, run.id))
         try:

@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
@@ -17,6 +17,9 @@ from lsq_sync.errors import LockedError, StoreError
 from lsq_sync.models import locks, sync_runs
 from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
+
+if TYPE_CHECKING:
+    from lsq_sync.logs import Logger
 
 HOST = socket.gethostname()[:255]  # recorded with every run and lock
 
@@ -95,7 +98,7 @@ def release(engine: Engine, run_id: int) -> None:
 class Heartbeat:
     """Renews the run's locks and heartbeat_at every few seconds from its own thread."""
 
-    def __init__(self, engine: Engine, run_id: int, log: Any,
+    def __init__(self, engine: Engine, run_id: int, log: Logger,
                  every_s: float = HEARTBEAT_S) -> None:
         self.engine = engine
         self.run_id = run_id

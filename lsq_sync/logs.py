@@ -12,6 +12,10 @@ from structlog.typing import EventDict, WrappedLogger
 
 from lsq_sync.client import redact, secret_forms
 
+# What every module logs through: structlog's stdlib-backed logger (configure() wraps
+# the stdlib logger in it), so log calls are type-checked.
+Logger = structlog.stdlib.BoundLogger
+
 
 class Redactor:
     """Replaces every form of every secret in every string of an event."""
@@ -122,7 +126,8 @@ def set_progress_bar(bar: Any) -> None:
     _BarAwareHandler.bar = bar
 
 
-def get_logger(name: str = "lsq_sync") -> Any:
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str = "lsq_sync") -> Logger:
+    logger: Logger = structlog.stdlib.get_logger(name)
+    return logger
 
 

@@ -7,9 +7,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lsq_sync import logs
+
+if TYPE_CHECKING:
+    from lsq_sync.logs import Logger
 
 
 def _clock(seconds: float | None) -> str:
@@ -24,7 +27,7 @@ class Progress:
     """Counts leads done and shows the rate; thread-safe, rendering is throttled."""
 
     def __init__(self, label: str, *, tty: bool, stream: TextIO | None = None,
-                 calls: Callable[[], int] = lambda: 0, log: Any = None,
+                 calls: Callable[[], int] = lambda: 0, log: Logger | None = None,
                  every_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.tty = tty

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +21,9 @@ from lsq_sync.runs import RunCounts
 from lsq_sync.store import LeadOutcome, write_batch
 from lsq_sync.types import utcnow
 from lsq_sync.workers import Workers
+
+if TYPE_CHECKING:
+    from lsq_sync.logs import Logger
 
 MAX_SKIP_WARNINGS = 20
 # Passes in a row that try a failing lead again even when the query no longer returns it;
@@ -42,7 +45,7 @@ class Puller:
     """One pull run. Workers only fetch; the calling thread does every database write."""
 
     def __init__(self, *, engine: Engine, leads_engine: Engine, query: str,
-                 client: LsqClient, counts: RunCounts, log: Any,
+                 client: LsqClient, counts: RunCounts, log: Logger,
                  progress: Progress, options: PullOptions | None = None,
                  stop: threading.Event | None = None, history: bool = False,
                  overlap: timedelta = timedelta(0)) -> None:

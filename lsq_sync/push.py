@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -26,6 +26,9 @@ from lsq_sync.tasks import parse_date
 from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
 from lsq_sync.workers import Workers
+
+if TYPE_CHECKING:
+    from lsq_sync.logs import Logger
 
 LEASE = timedelta(minutes=10)
 PAGE = 25  # leads claimed at a time: about one window of the default limit
@@ -92,7 +95,7 @@ class Pusher:
     """One push run. Workers only call the API; this thread does every database write."""
 
     def __init__(self, *, engine: Engine, client: LsqClient | None, counts: RunCounts,
-                 log: Any, notify_by: str, max_edit_attempts: int,
+                 log: Logger, notify_by: str, max_edit_attempts: int,
                  on_conflict: OnConflict = "skip",
                  stop: threading.Event | None = None, history: bool = False) -> None:
         self.engine = engine
