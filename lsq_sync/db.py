@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
@@ -122,3 +123,12 @@ def check_connection(engine: Engine) -> None:
         raise StoreError(
             f"cannot connect to the database {safe_url(engine.url)}: {describe(exc)}"
         ) from None
+
+
+CHUNK = 500  # ids per IN list: well inside every dialect's parameter limit
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """`items` in slices of `size`, for IN lists."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

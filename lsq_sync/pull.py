@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from lsq_sync import leads, runs
+from lsq_sync import leads, runs, worklist
 from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
 from lsq_sync.errors import ApiError, FatalError, StoreError
@@ -83,7 +83,7 @@ class Puller:
             return [list(self.options.lead_ids)]
         return leads.stream_query(self.leads_engine, self.query, self.params)
 
-    def stage(self, run_id: int) -> leads.Staged:
+    def stage(self, run_id: int) -> worklist.Staged:
         """List this run's leads. A pass: first what an unfinished pass left (with the
         :last_success that pass started with), then the leads that failed lately, then
         the query's rest. Other runs: the given ids, or the query's first --limit leads."""
@@ -91,27 +91,27 @@ class Puller:
         start = done = 0
         if self.is_pass:
             if self.options.restart:
-                dropped = leads.forget_unfinished(self.engine, run_id)
+                dropped = worklist.forget_unfinished(self.engine, run_id)
                 if dropped:
                     self.log.info("resume_skipped", leads_dropped=dropped, reason="--restart")
             else:
-                previous = leads.unfinished_run(self.engine, run_id)
+                previous = worklist.unfinished_run(self.engine, run_id)
             if previous is not None:
-                start, done = leads.carry_over(self.engine, previous, run_id,
+                start, done = worklist.carry_over(self.engine, previous, run_id,
                                                retry_below=MAX_LEAD_RETRIES)
                 self.log.info("resuming", from_run=previous, leads_done_before=done)
             self.params["last_success"] = runs.begin_pass(self.engine, run_id, previous,
                                                           self.overlap)
-            retry = leads.to_retry(self.engine, MAX_LEAD_RETRIES)
+            retry = worklist.to_retry(self.engine, MAX_LEAD_RETRIES)
             if retry:
-                again = leads.stage(self.engine, run_id, [retry], start=start, stop=self.stop)
+                again = worklist.stage(self.engine, run_id, [retry], start=start, stop=self.stop)
                 start = max(start, again.last_seq)
                 self.log.info("retrying_failed_leads", leads=len(retry))
         else:
             self.params["last_success"] = runs.last_success(self.engine, self.overlap)
-        staged = leads.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
+        staged = worklist.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
                              on_skip=self._on_skip, start=start, stop=self.stop)
-        staged.total = leads.count_todo(self.engine, run_id)
+        staged.total = worklist.count_todo(self.engine, run_id)
         self.counts.leads_total = staged.total
         self.counts.leads_skipped = staged.skipped + staged.duplicates
         self.log.info("leads_staged", leads=staged.total, skipped_invalid=staged.skipped,
@@ -144,7 +144,7 @@ class Puller:
         The first request goes alone: a rejected key or a host where nothing answers
         stops the run after one call, before the workers fan out."""
         opts = self.options
-        todo: Iterator[tuple[int, str]] = leads.pending(self.engine, run_id)
+        todo: Iterator[tuple[int, str]] = worklist.pending(self.engine, run_id)
         self.progress.start(self.counts.leads_total)
         workers: Workers[tuple[int, str], LeadOutcome] = Workers(
             lambda item: self._fetch(*item), self.client.cfg.workers,

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, literal, select, update
+from sqlalchemy import delete, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
-from lsq_sync.models import failed_leads, run_leads, task_history, tasks
+from lsq_sync import worklist
+from lsq_sync.db import chunks
+from lsq_sync.models import failed_leads, task_history, tasks
 from lsq_sync.types import UTCDateTime, json_dumps
 from lsq_sync.upsert import upsert
 
-CHUNK = 500  # ids per IN list: well inside every dialect's parameter limit
 # Bump when tasks.parse_task derives columns differently: every stored row then looks
 # changed to the next pull, which rewrites it.
 ROW_FORMAT = 1
@@ -47,11 +48,6 @@ class BatchResult:
     upserted: int = 0
     deleted: int = 0
     skipped: int = 0
-
-
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: int,
@@ -113,15 +109,10 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
     for part in chunks(unchanged):
         conn.execute(update(tasks).where(tasks.c.task_id.in_(part)).values(last_synced_at=now))
 
-    mark_leads(conn, run_id, [o.seq for o in good if not o.skipped], "ok")
-    for o in outcomes:
-        if not o.ok or o.skipped:
-            why = o.error if not o.ok else "skipped bad tasks: " + "; ".join(
-                f"{tid}: {reason}" for tid, reason in o.skipped.items())
-            conn.execute(update(run_leads).where(run_leads.c.run_id == run_id,
-                                                 run_leads.c.seq == o.seq)
-                         .values(state="failed" if not o.ok else "partial",
-                                 error=(why or "")[:1000]))
+    problems = {o.seq: ("failed", o.error or "") if not o.ok else ("partial", "skipped bad tasks: "
+                + "; ".join(f"{tid}: {reason}" for tid, reason in o.skipped.items()))
+                for o in outcomes if not o.ok or o.skipped}
+    worklist.mark(conn, run_id, ok=[o.seq for o in good if not o.skipped], problems=problems)
     _count_failures(conn, outcomes, run_id, now)
     return result
 
@@ -161,10 +152,3 @@ def record_history(conn: Connection, task_ids: Sequence[str], now: datetime) -> 
             [*names, "valid_from", "deleted"],
             select(*tasks.columns, literal(now, UTCDateTime()),
                    tasks.c.deleted_at.is_not(None)).where(tasks.c.task_id.in_(part))))
-
-
-def mark_leads(conn: Connection, run_id: int, seqs: Sequence[int], state: str) -> None:
-    for part in chunks(seqs):
-        conn.execute(update(run_leads)
-                     .where(run_leads.c.run_id == bindparam("r"), run_leads.c.seq.in_(part))
-                     .values(state=state), {"r": run_id})

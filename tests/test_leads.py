@@ -55,7 +55,7 @@ def test_staging_stops_between_batches_when_asked(engine: Engine) -> None:
     import threading
 
     from lsq_sync import runs
-    from lsq_sync.leads import stage
+    from lsq_sync.worklist import stage
     run_id = runs.start(engine, "pull")
     stop = threading.Event()
 
