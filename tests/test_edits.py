@@ -223,3 +223,90 @@ def test_check_keeps_every_good_value_at_its_bounds() -> None:
     assert check({"reminder_minutes": 527040, "owner_id": f" {SOME_OWNER} "}) == {
         "reminder_minutes": 527040, "owner_id": SOME_OWNER}
     assert check({"notify_by": " 1000 "}) == {"notify_by": "1000"}
+
+
+def test_the_owner_switches_either_way_and_other_fields_keep_it() -> None:
+    assert merge([{"owner_email": "x@y.co"}, {"owner_id": GUID}]) == {"owner_id": GUID}
+    assert merge([{"owner_id": GUID}, {"name": "N"}]) == {"owner_id": GUID, "name": "N"}
+    assert merge([{"owner_email": "x@y.co"}, {"name": "N"}]) == {"owner_email": "x@y.co",
+                                                                 "name": "N"}
+
+
+def test_body_takes_each_edited_field_and_keeps_the_rest() -> None:
+    other = "2b60d676-9636-22fb-b04c-1bb5d66a05db"
+    payload = body(TASK, {"due_date": "2027-01-02 03:04:05", "reminder_minutes": 0,
+                          "owner_id": other, "description": ""}, "1000")
+    assert payload == {"UserTaskId": "t-1", "Name": "Call", "Description": "",
+                       "RelatedEntity": 1, "RelatedEntityId": "l-1",
+                       "DueDate": "2027-01-02 03:04:05", "Reminder": 0, "NotifyBy": "1000",
+                       "OwnerId": other}
+    bare = body({**TASK, "description": None, "due_date": None}, {}, "1100")
+    assert "Description" not in bare and "DueDate" not in bare  # nulls are left out
+
+
+def test_equal_enough_values_are_no_change_and_no_conflict() -> None:
+    # The CRM returns ids in other case, and "" for an empty text it was given as null.
+    remote = {**TASK, "owner_id": GUID.upper(), "lead_id": "L-1", "description": ""}
+    prepared = edits_of({"owner_id": GUID}, {"description": ""},
+                        base={**BASE, "description": None})
+    decided = plan(prepared, remote, "1000")
+    assert decided.outcome == "applied" and decided.values == {}
+    # ...but the case of a name is a change.
+    assert plan(edits_of({"name": "CALL"}), TASK, "1000").values == {"name": "CALL"}
+    moved = plan(edits_of({"name": "x"}), {**TASK, "lead_id": "l-2"}, "1000")
+    assert moved.payload is not None and moved.payload["RelatedEntityId"] == "l-2"
+    # Other fields compare exactly: a reminder of 0 is not "no reminder".
+    zero = plan(edits_of({"reminder_minutes": 0}, base={**BASE, "reminder_minutes": None}),
+                {**TASK, "reminder_minutes": None}, "1000")
+    assert zero.values == {"reminder_minutes": 0}
+
+
+def test_prepare_and_describe_say_exactly_why() -> None:
+    rows = [{"id": 7, "name": "A"}, {"id": 8, "due_date": "nope"}]
+    prepared = prepare("t-1", rows, TASK)
+    assert prepared.task_id == "t-1" and prepared.synced == TASK and prepared.lead_id == "l-1"
+    assert prepared.rejected == {8: "due_date 'nope' is not YYYY-MM-DD HH:MM:SS (UTC)"}
+    gone = prepare("t-1", rows, {**TASK, "deleted_at": datetime(2026, 6, 1, 8, 0, tzinfo=UTC)})
+    assert gone.rejected == {7: "task t-1 was deleted in LeadSquared (2026-06-01 08:00:00 UTC)",
+                             8: "task t-1 was deleted in LeadSquared (2026-06-01 08:00:00 UTC)"}
+    assert gone.synced is not None and gone.task_id == "t-1"
+    unknown = prepare("t-9", rows[:1], None)
+    assert unknown.rejected == {7: "task t-9 is not in lsq_tasks; pull its lead first (or "
+                                   "check the id)"} and unknown.synced is None
+    held = plan(edits_of({"name": "Mine"}, {"description": "also"}),
+                {**TASK, "name": "Theirs", "description": "other"}, "1000")
+    assert held.describe() == (
+        "conflict with a change in LeadSquared (on_conflict = skip): name: base 'Call', "
+        "remote 'Theirs', local 'Mine'; description: base 'd', remote 'other', local 'also'; "
+        "`lsq-sync edits retry ID` sends it against the new state")
+    kept = plan(edits_of({"name": "Mine"}), {**TASK, "name": "Theirs"}, "1000",
+                on_conflict="remote")
+    assert kept.describe() == ("kept LeadSquared's value (on_conflict = remote): name: base "
+                               "'Call', remote 'Theirs', local 'Mine'")
+    assert plan(edits_of({"name": "Mine"}), TASK, "1000").describe() is None
+    lost = plan(edits_of({"name": "x"}), None, "1000")
+    assert lost.describe() == ("task t-1 is no longer under lead l-1 in LeadSquared (deleted "
+                               "or moved); nothing was sent; pull, then `lsq-sync edits retry`")
+
+
+def test_plan_merges_owner_switches_notify_and_every_field() -> None:
+    other = "2b60d676-9636-22fb-b04c-1bb5d66a05db"
+    # An owner by email, then by id: the id goes; then a notify_by and more fields later.
+    decided = plan(edits_of({"owner_email": "x@y.co"}, {"owner_id": other},
+                            {"notify_by": "1100", "name": "N"}, {"reminder_minutes": 5}),
+                   TASK, "1000")
+    assert decided.task_id == "t-1" and decided.ids == [1, 2, 3, 4]
+    assert decided.values == {"owner_id": other, "name": "N", "reminder_minutes": 5}
+    assert decided.payload is not None and decided.payload["NotifyBy"] == "1100"
+    assert decided.payload["OwnerId"] == other and "OwnerEmailAddress" not in decided.payload
+    back = plan(edits_of({"owner_id": other}, {"owner_email": "x@y.co"}), TASK, "1000")
+    assert back.values == {"owner_email": "x@y.co"}  # sent, though it matches no id
+    assert back.payload is not None and back.payload["OwnerEmailAddress"] == "x@y.co"
+    plain = plan(edits_of({"name": "N"}), TASK, "1100")
+    assert plain.payload is not None and plain.payload["NotifyBy"] == "1100"
+    # The default is skip: a conflicting field holds the task.
+    assert plan(edits_of({"name": "Mine"}), {**TASK, "name": "Theirs"}, "1000").outcome == \
+        "conflict"
+    kept = plan(edits_of({"name": "Mine"}, {"reminder_minutes": 1}),
+                {**TASK, "name": "Theirs"}, "1000", on_conflict="remote")
+    assert [c.field for c in kept.dropped] == ["name"] and kept.values == {"reminder_minutes": 1}
