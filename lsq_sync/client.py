@@ -168,6 +168,10 @@ class LsqClient:
             "limits": httpx.Limits(max_connections=1, max_keepalive_connections=1),
             "transport": transport,
             "follow_redirects": False,
+            # One TLS context for every thread's client: each httpx.Client would otherwise
+            # load the CA bundle itself (tens of ms of CPU each, under the GIL), which
+            # spread a window's first requests over half a second as the workers started.
+            "verify": httpx.create_ssl_context(),
         }
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
