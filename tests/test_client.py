@@ -11,7 +11,13 @@ import pytest
 
 from lsq_sync.client import LsqClient, classify
 from lsq_sync.config import from_mapping
-from lsq_sync.errors import AuthError, RejectedError, ThrottledError, TransientError
+from lsq_sync.errors import (
+    AuthError,
+    RejectedError,
+    ThrottledError,
+    TransientError,
+    UnreachableError,
+)
 from lsq_sync.ratelimit import RateLimiter
 
 ACCESS = "u$a1b2c3d4e5f6$abc"
@@ -248,3 +254,76 @@ def test_classify_bounds_what_it_repeats_and_keeps_empty_answers() -> None:
         classify(500, error_body(ExceptionType="MXBad", ExceptionMessage="key s3cr3t-key x"),
                  ["s3cr3t-key"])
     assert str(caught.value) == "MXBad: key *** x"
+
+
+def test_retries_and_throttles_are_reported_with_what_happened() -> None:
+    client, seen, fake = make(answers(httpx.Response(200, json=THROTTLE),
+                                      httpx.ReadTimeout("slow"),
+                                      httpx.ConnectError("refused"), ok()), timeout_s=7,
+                              max_attempts=5)
+    events: list[tuple[str, dict[str, Any]]] = []
+    client._on_event = lambda event, **fields: events.append((event, fields))
+    client.retrieve_tasks(LEAD)
+    path = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
+    assert [e for e, _ in events] == ["throttled", "retry", "retry"]
+    assert events[0][1] == {"path": path, "status": 200, "stated_calls": 10,
+                            "stated_period_s": 5.0, "new_limit": True}
+    assert events[1][1]["path"] == path and events[1][1]["attempt"] == 1
+    assert events[1][1]["error"] == "no answer within 7s (ReadTimeout)"
+    assert events[2][1]["attempt"] == 2
+    assert events[2][1]["error"] == "connection failed (ConnectError: refused)"
+    assert [f["delay_s"] for _, f in events[1:]] == [round(s, 3) for s in fake.slept[-2:]]
+    assert (client.stats.calls, client.stats.throttled, client.stats.retries) == (4, 1, 2)
+    assert [r.method for r in seen] == ["GET"] * 4
+
+
+def test_an_answer_resets_the_count_of_unreachable_attempts() -> None:
+    refused = httpx.ConnectError("refused")
+    client, seen, _ = make(answers(refused, refused, ok(), refused, refused, ok()),
+                           max_attempts=10)
+    client.retrieve_tasks(LEAD)
+    client.retrieve_tasks(LEAD)  # two more refusals in a row: still not "unreachable"
+    assert len(seen) == 6 and client.stats.unreachable == 0
+    dead, seen, _ = make(answers(refused), max_attempts=10)
+    with pytest.raises(UnreachableError, match=r"cannot reach \[lsq\].base_url "
+                                               r"\(api-in21.leadsquared.com: connection "
+                                               r"failed \(ConnectError: refused\)\)"):
+        dead.retrieve_tasks(LEAD)
+    assert len(seen) == 3
+
+
+def test_a_call_cap_allows_exactly_that_many_calls() -> None:
+    from lsq_sync.errors import CapReached
+    client, seen, _ = make(answers(ok()))
+    client.max_calls = 2
+    client.retrieve_tasks(LEAD)
+    client.retrieve_tasks(LEAD)
+    with pytest.raises(CapReached):
+        client.retrieve_tasks(LEAD)
+    assert len(seen) == 2 and client.stats.calls == 2 and client.cap_reached.is_set()
+
+
+def test_each_endpoint_sends_its_method_path_and_parameters() -> None:
+    client, seen, _ = make(answers(httpx.Response(200, json={"Id": "u"})))
+    client.user_by_access_key()
+    client.update_task({"UserTaskId": "t"})
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("GET", "/v2/Authentication.svc/UserByAccessKey.Get"), ("POST", "/v2/Task.svc/Update")]
+    reader, _, _ = make(answers(ok()))
+    assert reader.retrieve_tasks(LEAD)[0]["lead_id"] == LEAD
+    assert reader.retrieve_task_list(LEAD).rows[0]["lead_id"] == LEAD
+
+
+def test_each_slot_moves_to_when_its_request_really_leaves(sim: Any) -> None:
+    """Over real HTTP, the slot taken before connecting is restamped as the headers go."""
+    cfg = from_mapping({"lsq": {"base_url": sim.url, "access_key": sim.cfg.access_key,
+                                "secret_key": sim.cfg.secret_key}}, env={})
+    limiter = RateLimiter(100, 1.0)
+    moved: list[float] = []
+    real = limiter.sent
+    limiter.sent = lambda slot: (moved.append(slot), real(slot))[1]  # type: ignore[method-assign]
+    with LsqClient(cfg.lsq, limiter) as client:
+        for lead in list(sim.state.lead_ids())[:3]:
+            client.retrieve_tasks(lead)
+    assert len(moved) == 3 and moved == sorted(moved)
+    assert list(limiter.budget.windows[0].sends) != moved  # each one later than reserved
