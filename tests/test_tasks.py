@@ -102,3 +102,56 @@ def test_any_json_is_a_clean_error_or_valid_tasks(body: Any) -> None:
         assert row["reminder_minutes"] is None or isinstance(row["reminder_minutes"], int)
         for key in ("due_date", "created_on"):
             assert row[key] is None or row[key].tzinfo is UTC
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: parse_date(5, "DueDate"), "DueDate is int, not a date string"),
+    (lambda: parse_date("x" * 50, "DueDate"), f"DueDate {'x' * 40!r} is not a date"),
+    (lambda: parse_reminder(True), "Reminder is a boolean, not minutes"),
+    (lambda: parse_reminder("y" * 50), f"Reminder {'y' * 40!r} is not a whole number of "
+                                       f"minutes"),
+    (lambda: parse_task_list([], "l"), "the answer is list, not an object"),
+    (lambda: parse_task_list({"TaskList": [7]}, "l"), "a task is int, not an object"),
+    (lambda: parse_task_list({"TaskList": [{"TaskID": "z" * 65}]}, "l"),
+     f"a task has no usable TaskID ({'z' * 40!r})"),
+    (lambda: parse_task_list({"TaskList": [{"TaskID": "t\x00"}]}, "l"),
+     "a task has no usable TaskID ('t\\x00')"),
+    (lambda: parse_task_list({"TaskList": [{"TaskID": "t", "Name": "n" * 501}]}, "l"),
+     "task t: Name is longer than 500 characters"),
+    (lambda: parse_task_list({"TaskList": [{"TaskID": "t", "DueDate": "soon"}]}, "l"),
+     "task t: DueDate 'soon' is not a date"),
+    (lambda: parse_task_list({"TaskList": [{"TaskID": "t", "Reminder": [1]}]}, "l"),
+     "task t: Reminder '[1]' is not a whole number of minutes"),
+])
+def test_bad_answers_say_exactly_what_is_wrong(call: Any, message: str) -> None:
+    with pytest.raises(BadRecord) as caught:
+        call()
+    assert str(caught.value) == message
+
+
+def test_dates_and_ids_at_their_bounds() -> None:
+    assert parse_date("0001-01-01 00:00:00.000") is None
+    assert parse_date("0002-01-01 00:00:00") == datetime(2, 1, 1, tzinfo=UTC)
+    assert parse_date("2026-05-01 10:00:00+05:30") == datetime(2026, 5, 1, 4, 30, tzinfo=UTC)
+    (row,) = parse_task_list({"TaskList": [{"TaskID": "i" * 64, "Name": "n" * 500,
+                                             "DueDate": "2026-05-01 10:00:00"}]}, "lead")
+    assert (row["task_id"], row["lead_id"], row["name"]) == ("i" * 64, "lead", "n" * 500)
+    assert row["due_date"] == datetime(2026, 5, 1, 10, tzinfo=UTC)
+
+
+def test_nul_characters_become_replacement_characters_everywhere() -> None:
+    from lsq_sync.tasks import parse_tasks, without_nul
+    assert without_nul("a\x00b") == ("a\ufffdb", True)
+    assert without_nul("ab") == ("ab", False)
+    nested = {"k\x00": ["x", {"y": "z\x00"}], "plain": 1}
+    assert without_nul(nested) == ({"k\ufffd": ["x", {"y": "z\ufffd"}], "plain": 1}, True)
+    clean = {"a": ["b", {"c": 2}]}
+    same, found = without_nul(clean)
+    assert same is clean and not found
+    listed = ["q", "r\x00"]
+    assert without_nul(listed) == (["q", "r\ufffd"], True)
+    result = parse_tasks({"TaskList": [{"TaskID": "t1", "Name": "bad\x00name"},
+                                       {"TaskID": "t2", "Name": "fine"}]}, "lead")
+    assert result.cleaned == ["t1"]
+    assert [r["name"] for r in result.rows] == ["bad\ufffdname", "fine"]
+    assert result.rows[0]["raw"] == {"TaskID": "t1", "Name": "bad\ufffdname"}
