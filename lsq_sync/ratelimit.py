@@ -12,13 +12,16 @@ from lsq_sync.errors import Stopped
 
 # The server counts arrivals, we count sends (stamped when the request's headers start to
 # go out); the gap between the two varies from request to request by the jitter of the
-# one-way latency and of the server's own scheduling: measured on loopback against the
-# simulator with a window's 25 requests in flight at once, 0.03 s still let one throttle
-# through in four short runs, 0.05 s none. Each send holds its slot that much longer: more
-# would waste the budget (a short run's span grows by it once per window), less invites a
-# throttle, and one lost slot pushes a short run's last call into another window (5 s). A
-# throttle answer doubles it (Budget.widen_margin), so a jittery network teaches its own.
-DEFAULT_MARGIN_S = 0.05
+# one-way latency and of the server's own scheduling. Each send holds its slot `margin`
+# longer than the period: more wastes the budget (a short run's span grows by it once per
+# window, a long run uses period / (period + margin) of the limit), less invites a
+# throttle, and one refused call pushes a short run's last call into another window (5 s).
+# Measured on loopback against the simulator at 25 / 5 s with a window's 25 requests in
+# flight at once: 0.04 s gave no throttle in any run (short runs 0.977 of the ideal span,
+# a long run 0.991 of the limit); 0.03 s let one through in four short runs while the
+# workers' start-up still crowded the CPU. A throttle answer doubles it
+# (Budget.widen_margin), so a jittery network teaches its own.
+DEFAULT_MARGIN_S = 0.04
 
 
 def slot_wait(sends: Sequence[float], calls: int, span: float, now: float) -> float:
