@@ -168,10 +168,6 @@ class LsqClient:
             "limits": httpx.Limits(max_connections=1, max_keepalive_connections=1),
             "transport": transport,
             "follow_redirects": False,
-            # One TLS context for every thread's client: each httpx.Client would otherwise
-            # load the CA bundle itself (tens of ms of CPU each, under the GIL), which
-            # spread a window's first requests over half a second as the workers started.
-            "verify": httpx.create_ssl_context(),
         }
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
@@ -181,10 +177,16 @@ class LsqClient:
     def _http(self) -> httpx.Client:
         http: httpx.Client | None = getattr(self._local, "http", None)
         if http is None:
-            http = httpx.Client(**self._client_args)
-            self._local.http = http
             with self._clients_lock:
+                if "verify" not in self._client_args:
+                    # One TLS context for every thread's client, made when the first is:
+                    # each httpx.Client would otherwise load the CA bundle itself (tens of
+                    # ms of CPU each, under the GIL), which spread a window's first
+                    # requests over half a second as the workers started.
+                    self._client_args["verify"] = httpx.create_ssl_context()
+                http = httpx.Client(**self._client_args)
                 self._clients.append(http)
+            self._local.http = http
         return http
 
     def close(self) -> None:
