@@ -153,14 +153,10 @@ def mark(conn: Connection, run_id: int, *, ok: Sequence[int],
          problems: dict[int, tuple[str, str]]) -> None:
     """Mark this run's leads done: `ok` ones, and the others as (state, why) says (failed,
     or partial when bad tasks were skipped), in the caller's transaction."""
-    mark_leads(conn, run_id, ok, "ok")
+    for part in chunks(ok):
+        conn.execute(update(run_leads)
+                     .where(run_leads.c.run_id == bindparam("r"), run_leads.c.seq.in_(part))
+                     .values(state="ok"), {"r": run_id})
     for seq, (state, why) in problems.items():
         conn.execute(update(run_leads).where(run_leads.c.run_id == run_id, run_leads.c.seq == seq)
                      .values(state=state, error=why[:1000]))
-
-
-def mark_leads(conn: Connection, run_id: int, seqs: Sequence[int], state: str) -> None:
-    for part in chunks(seqs):
-        conn.execute(update(run_leads)
-                     .where(run_leads.c.run_id == bindparam("r"), run_leads.c.seq.in_(part))
-                     .values(state=state), {"r": run_id})
