@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from lsq_sync.errors import ConfigError, StoreError
 from lsq_sync.types import json_dumps
@@ -123,6 +124,36 @@ def check_connection(engine: Engine) -> None:
         raise StoreError(
             f"cannot connect to the database {safe_url(engine.url)}: {describe(exc)}"
         ) from None
+
+
+T = TypeVar("T")
+
+# A transaction the database chose to abort because another one held what it needed:
+# MySQL/MariaDB 1213 (deadlock) and 1205 (lock wait timeout), PostgreSQL 40P01 (deadlock)
+# and 40001 (serialization failure). Run again, it goes through.
+_CONFLICT_CODES = {1213, 1205}
+_CONFLICT_STATES = {"40P01", "40001"}
+CONFLICT_ATTEMPTS = 5
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` is a transaction aborted by a lock conflict with another one."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else None
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) in _CONFLICT_STATES:  # psycopg
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _CONFLICT_CODES  # PyMySQL
+
+
+def retry_conflicts(transaction: Callable[[], T], attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """Run `transaction` (a whole unit of work: it opens and commits its own transaction)
+    again when the database aborts it over a lock conflict; any other error goes up."""
+    retrying = Retrying(retry=retry_if_exception(is_conflict),
+                        stop=stop_after_attempt(attempts),
+                        wait=wait_random(0.01, 0.2), reraise=True)
+    return retrying(transaction)
 
 
 CHUNK = 500  # ids per IN list: well inside every dialect's parameter limit

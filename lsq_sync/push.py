@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from lsq_sync import runs
 from lsq_sync.client import LsqClient
-from lsq_sync.db import describe
+from lsq_sync.db import chunks, describe, retry_conflicts
 from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
 from lsq_sync.errors import ApiError, FatalError, RejectedError, Stopped, StoreError
 from lsq_sync.models import edit_claims, task_edits, tasks
@@ -125,8 +125,9 @@ class Pusher:
         value is marked failed, with a reason, so that no row waits forever unreported.
         Returns how many were marked failed."""
         known = [s.value for s in EditStatus]
-        failed = 0
-        try:
+
+        def settle() -> int:
+            failed = 0
             with self.engine.begin() as conn:
                 odd = conn.execute(select(task_edits.c.status).distinct().where(
                     task_edits.c.status.is_not(None),
@@ -145,6 +146,10 @@ class Pusher:
                                      .values(status=status))
                 if failed:
                     runs.save_counts(conn, run_id, self._bump(edits_failed=failed))
+            return failed
+
+        try:
+            failed = retry_conflicts(settle)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the edit queue: {describe(exc)}") from None
         if failed:
@@ -230,23 +235,44 @@ class Pusher:
 
     def claim(self, run_id: int, task_ids: list[str]) -> list[str]:
         """Take the tasks no live run holds; returns the ones this run now holds."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(delete(edit_claims).where(or_(
-                edit_claims.c.claimed_until < now, edit_claims.c.run_id.in_(runs.finished()))))
-            conn.execute(insert_ignore_statement(conn, edit_claims), [
-                {"task_id": t, "run_id": run_id, "claimed_until": now + LEASE}
-                for t in task_ids])
-            mine = conn.execute(select(edit_claims.c.task_id).where(
-                edit_claims.c.run_id == run_id, edit_claims.c.task_id.in_(task_ids))).scalars()
-            held = set(mine)
+        def take() -> set[str]:
+            now = utcnow()
+            with self.engine.begin() as conn:
+                # The lapsed claims are found first and deleted by key: a DELETE by range
+                # would lock every row it scans, and two claims at once would deadlock.
+                lapsed = conn.execute(select(edit_claims.c.task_id).where(
+                    edit_claims.c.task_id.in_(task_ids), or_(
+                        edit_claims.c.claimed_until < now,
+                        edit_claims.c.run_id.in_(runs.finished())))).scalars().all()
+                if lapsed:
+                    conn.execute(delete(edit_claims).where(
+                        edit_claims.c.task_id.in_(lapsed), or_(
+                            edit_claims.c.claimed_until < now,
+                            edit_claims.c.run_id.in_(runs.finished()))))
+                conn.execute(insert_ignore_statement(conn, edit_claims), [
+                    {"task_id": t, "run_id": run_id, "claimed_until": now + LEASE}
+                    for t in task_ids])
+                mine = conn.execute(select(edit_claims.c.task_id).where(
+                    edit_claims.c.run_id == run_id,
+                    edit_claims.c.task_id.in_(task_ids))).scalars()
+                return set(mine)
+
+        if not task_ids:
+            return []
+        held = retry_conflicts(take)
         return [t for t in task_ids if t in held]
 
     def release(self, conn: Connection, run_id: int, task_id: str | None = None) -> None:
-        cond = edit_claims.c.run_id == run_id
         if task_id is not None:
-            cond = and_(cond, edit_claims.c.task_id == task_id)
-        conn.execute(delete(edit_claims).where(cond))
+            conn.execute(delete(edit_claims).where(edit_claims.c.run_id == run_id,
+                                                   edit_claims.c.task_id == task_id))
+            return
+        # By key, as in claim(): a DELETE by run_id would lock the rows of every run.
+        held = conn.execute(select(edit_claims.c.task_id)
+                            .where(edit_claims.c.run_id == run_id)).scalars().all()
+        for some in chunks(held):
+            conn.execute(delete(edit_claims).where(edit_claims.c.run_id == run_id,
+                                                   edit_claims.c.task_id.in_(some)))
 
     # -- sending (worker threads) --------------------------------------------------------
 
@@ -325,9 +351,12 @@ class Pusher:
             if abort is not None:
                 self.client.limiter.stop.set()
             workers.close()
-            try:
+            def release_all() -> None:
                 with self.engine.begin() as conn:
                     self.release(conn, run_id)
+
+            try:
+                retry_conflicts(release_all)
             except SQLAlchemyError as exc:
                 self.log.error("claims_not_released", error=describe(exc))
         if abort is not None:

@@ -307,17 +307,21 @@ def test_two_pushes_past_the_lock_send_each_edit_once(
     monkeypatch.setattr(lock, "acquire", lambda *_args: None)
     start = threading.Barrier(2)
     results: list[app.RunResult] = []
+    errors: list[BaseException] = []
 
     def push() -> None:
         start.wait(timeout=30)
-        results.append(app.push(cfg))
+        try:
+            results.append(app.push(cfg))
+        except BaseException as exc:  # a push that dies fails the test, not just warns
+            errors.append(exc)
 
     threads = [threading.Thread(target=push) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert len(results) == 2 and not any(t.is_alive() for t in threads)
+    assert errors == [] and len(results) == 2 and not any(t.is_alive() for t in threads)
     assert all(sim.state.update_calls.get(t) == 1 for t in targets), sim.state.update_calls
     assert sum(r.counts.edits_sent for r in results) == 40
     assert {e.status for e in edits(engine)} == {"sent"}
@@ -356,9 +360,14 @@ def test_edits_of_one_task_reach_the_crm_in_order(
                              [{"t": t, "n": f"Edit {seq}"} for t in targets])
         done.set()
 
+    errors: list[BaseException] = []
+
     def push_until_done() -> None:
-        while not done.is_set():
-            app.push(cfg)
+        try:
+            while not done.is_set():
+                app.push(cfg)
+        except BaseException as exc:  # a push that dies fails the test, not just warns
+            errors.append(exc)
 
     threads = [threading.Thread(target=queue_edits),
                *(threading.Thread(target=push_until_done) for _ in range(2))]
@@ -366,7 +375,7 @@ def test_edits_of_one_task_reach_the_crm_in_order(
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and not any(t.is_alive() for t in threads)
     app.push(cfg)  # what the last edits left pending
     for task_id, names in received.items():
         assert names == sorted(names) and names[-1] == 11, (task_id, names)
