@@ -14,9 +14,9 @@ import httpx
 
 from lsq_sync import __version__
 from lsq_sync.config import LsqConfig
+from lsq_sync.control import Stats
 from lsq_sync.errors import (
     AuthError,
-    CapReached,
     RejectedError,
     ThrottledError,
     TransientError,
@@ -104,50 +104,17 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
     return body
 
 
-class Stats:
-    """Counts shared by every thread of a run."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls = 0
-        self.throttled = 0
-        self.retries = 0
-        self.unreachable = 0  # connection failures in a row, reset by any answer
-
-    def take_call(self, cap: int | None) -> bool:
-        """Count one more call, unless `cap` calls were made already."""
-        with self._lock:
-            if cap is not None and self.calls >= cap:
-                return False
-            self.calls += 1
-            return True
-
-    def connection(self, ok: bool) -> int:
-        """Record whether a request reached the host; returns the failures in a row."""
-        with self._lock:
-            self.unreachable = 0 if ok else self.unreachable + 1
-            return self.unreachable
-
-    def add(self, *, calls: int = 0, throttled: int = 0, retries: int = 0) -> None:
-        with self._lock:
-            self.calls += calls
-            self.throttled += throttled
-            self.retries += retries
-
-
 class LsqClient:
     """Thread-safe: one instance serves every worker of a run."""
 
     def __init__(self, cfg: LsqConfig, limiter: RateLimiter, *,
                  transport: httpx.BaseTransport | None = None,
                  on_event: Callable[..., None] | None = None,
-                 max_calls: int | None = None) -> None:
+                 stats: Stats | None = None) -> None:
         cfg.require_credentials()
         self.cfg = cfg
-        self.max_calls = max_calls
-        self.cap_reached = threading.Event()
         self.limiter = limiter
-        self.stats = Stats()
+        self.stats = stats or Stats()  # a run's, with its call cap
         self._forms = secret_forms([cfg.access_key.reveal(), cfg.secret_key.reveal()])
         self._on_event = on_event or (lambda *a, **k: None)
         headers = {"User-Agent": f"lsq-sync/{__version__}", "Accept": "application/json"}
@@ -236,9 +203,7 @@ class LsqClient:
                         else f"{self.cfg.base_url}{path}")
         http = self._http  # created before the slot is taken: building one is slow
         while True:
-            if not self.stats.take_call(self.max_calls):
-                self.cap_reached.set()
-                raise CapReached
+            self.stats.take_call()
             slot = self.limiter.acquire()
             try:
                 try:

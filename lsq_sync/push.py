@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,13 +18,12 @@ from lsq_sync.db import chunks, describe, retry_conflicts
 from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
 from lsq_sync.errors import ApiError, FatalError, RejectedError, Stopped, StoreError
 from lsq_sync.models import edit_claims, task_edits, tasks
-from lsq_sync.runs import RunCounts
+from lsq_sync.run import Run
 from lsq_sync.states import EditStatus, OnConflict
 from lsq_sync.store import LeadOutcome, raw_hash, record_history, write_batch
 from lsq_sync.tasks import parse_date
 from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
-from lsq_sync.workers import Workers
 
 if TYPE_CHECKING:
     from lsq_sync.logs import Logger
@@ -92,22 +90,25 @@ class LeadPush:
 
 
 class Pusher:
-    """One push run. Workers only call the API; this thread does every database write."""
+    """The push part of a run (or its preview). Workers only call the API; the run's
+    thread does every database write."""
 
-    def __init__(self, *, engine: Engine, client: LsqClient | None, counts: RunCounts,
-                 log: Logger, notify_by: str, max_edit_attempts: int,
-                 on_conflict: OnConflict = "skip",
-                 stop: threading.Event | None = None, history: bool = False) -> None:
+    def __init__(self, *, engine: Engine, client: LsqClient | None, log: Logger,
+                 notify_by: str, max_edit_attempts: int, on_conflict: OnConflict = "skip",
+                 history: bool = False) -> None:
         self.engine = engine
         self.client = client
-        self.counts = counts
         self.log = log
         self.notify_by = notify_by
         self.max_edit_attempts = max_edit_attempts
         self.on_conflict = on_conflict
         self.history = history
-        self.stop = stop or threading.Event()
-        self.stopped: str | None = None
+        self._run: Run | None = None
+
+    @property
+    def run(self) -> Run:
+        assert self._run is not None, "only push() records"
+        return self._run
 
     # -- reading -------------------------------------------------------------------------
 
@@ -120,15 +121,17 @@ class Pusher:
         task = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
         return prepare(task_id, [dict(r) for r in rows], dict(task) if task else None)
 
-    def settle_statuses(self, run_id: int) -> int:
+    def settle_statuses(self) -> int:
         """Statuses other systems wrote: 'Pending', ' SENT ' mean themselves; any other
         value is marked failed, with a reason, so that no row waits forever unreported.
         Returns how many were marked failed."""
         known = [s.value for s in EditStatus]
+        run_id = self.run.id
 
         def settle() -> int:
             failed = 0
-            with self.engine.begin() as conn:
+            with self.run.begin() as tx:
+                conn = tx.conn
                 odd = conn.execute(select(task_edits.c.status).distinct().where(
                     task_edits.c.status.is_not(None),
                     task_edits.c.status.not_in(known))).scalars().all()
@@ -144,8 +147,7 @@ class Pusher:
                     else:
                         conn.execute(update(task_edits).where(task_edits.c.status == value)
                                      .values(status=status))
-                if failed:
-                    runs.save_counts(conn, run_id, self._bump(edits_failed=failed))
+                tx.add(edits_failed=failed)
             return failed
 
         try:
@@ -153,7 +155,6 @@ class Pusher:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the edit queue: {describe(exc)}") from None
         if failed:
-            self._commit_counts(edits_failed=failed)
             self.log.warning("edits_with_unknown_status", edits=failed,
                              action="marked failed; set status to NULL or 'pending' to send")
         return failed
@@ -313,127 +314,105 @@ class Pusher:
                 job.done.append(Sent(item, decided, row, exc))
         return job
 
-    def run(self, run_id: int) -> RunCounts:
+    def push(self, run: Run) -> None:
+        """Send every pending edit, lead by lead; raises FatalError after recording what
+        was done. Claims are released whatever happens."""
         assert self.client is not None
-        self.settle_statuses(run_id)
-        workers: Workers[LeadPush, LeadPush] = Workers(
-            self._push_lead, self.client.cfg.workers, self.client.limiter.stop)
-        abort: BaseException | None = None
-        answered = False
+        self._run = run
+        self.settle_statuses()
         try:
-            for page in pending_pages(self.engine):
-                if self._stopping():
-                    break
-                prepared = self._prepare_page(run_id, self.claim(run_id, page))
-                for item in prepared:
-                    self._record_rejected(run_id, item)
-                    if not item.edits:
-                        with self.engine.begin() as conn:
-                            self.release(conn, run_id, item.task_id)
-                queue = [LeadPush(lead, items) for lead, items in self.by_lead(prepared).items()]
-                while (queue or workers.in_flight) and abort is None:
-                    if self._stopping():
-                        queue.clear()  # their claims are released below; they stay pending
-                    # The first lead goes alone: a rejected key costs one call.
-                    while queue and workers.has_room() and (answered or not workers.in_flight):
-                        workers.submit(queue.pop(0))
-                    done, fatal = workers.collect(timeout=0.5, fatal=FatalError)
-                    answered = answered or bool(done)
-                    for job in done:
-                        self._record_lead(run_id, job)
-                        fatal = fatal or job.fatal
-                    if fatal is not None:
-                        abort = abort or fatal
-                        self.client.limiter.stop.set()
-                if abort is not None:
-                    break
+            run.drive(self._push_lead, self._jobs(), self._record_leads)
         finally:
-            if abort is not None:
-                self.client.limiter.stop.set()
-            workers.close()
             def release_all() -> None:
                 with self.engine.begin() as conn:
-                    self.release(conn, run_id)
+                    self.release(conn, run.id)
 
             try:
                 retry_conflicts(release_all)
             except SQLAlchemyError as exc:
                 self.log.error("claims_not_released", error=describe(exc))
-        if abort is not None:
-            raise abort
-        return self.counts
 
-    def _stopping(self) -> bool:
-        assert self.client is not None
-        if self.stopped is None and self.stop.is_set():
-            self.stopped = "stopped by a signal; the remaining edits stay pending"
-        elif self.stopped is None and self.client.cap_reached.is_set():
-            self.stopped = (f"stopped after {self.client.max_calls} API calls (the run's call "
-                            f"cap); the remaining edits stay pending")
-        return self.stopped is not None
+    def _jobs(self) -> Iterator[LeadPush]:
+        """The leads with pending edits, a page at a time, each page claimed first."""
+        run_id = self.run.id
+        for page in pending_pages(self.engine):
+            prepared = self._prepare_page(run_id, self.claim(run_id, page))
+            for item in prepared:
+                self._record_rejected(item)
+                if not item.edits:
+                    with self.engine.begin() as conn:
+                        self.release(conn, run_id, item.task_id)
+            yield from (LeadPush(lead, items) for lead, items in self.by_lead(prepared).items())
+
+    def _record_leads(self, done: list[LeadPush]) -> None:
+        for job in done:
+            self._record_lead(job)
+        for job in done:
+            if job.fatal is not None:
+                raise job.fatal
 
     # -- recording (one transaction per task, so no outcome is lost to another's failure) --
 
-    def _record_lead(self, run_id: int, job: LeadPush) -> None:
+    def _record_lead(self, job: LeadPush) -> None:
+        run_id = self.run.id
         if job.rows is not None:
             # The read is a pull of that lead: written the way a pull writes it.
             outcome = LeadOutcome(0, job.lead_id, rows=job.rows, skipped=job.bad)
             try:
-                with self.engine.begin() as conn:
-                    written = write_batch(conn, [outcome], run_id=run_id, now=utcnow(),
+                with self.run.begin() as tx:
+                    written = write_batch(tx.conn, [outcome], run_id=run_id, now=utcnow(),
                                           history=self.history)
-                    runs.save_counts(conn, run_id, self._bump(
-                        tasks_upserted=written.upserted, tasks_deleted=written.deleted))
+                    tx.add(tasks_upserted=written.upserted, tasks_deleted=written.deleted)
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot write lead {job.lead_id}: {describe(exc)}") from None
-            self._commit_counts(tasks_upserted=written.upserted, tasks_deleted=written.deleted)
         if job.read_error is not None:
             error = job.read_error
             for item in job.tasks:
-                self._record_error(run_id, item, ApiError(
+                self._record_error(item, ApiError(
                     f"cannot read the task's current state from LeadSquared: {error}",
                     exception_type=error.exception_type, status_code=error.status_code))
         for item in job.tasks:
             if item.task_id in job.bad:
-                self._record_error(run_id, item, ApiError(
+                self._record_error(item, ApiError(
                     f"cannot read the task's current state from LeadSquared: "
                     f"{job.bad[item.task_id]}"))
         for sent in job.done:
-            self._record(run_id, sent)
+            self._record(sent)
         if job.untried:
             with self.engine.begin() as conn:
                 for item in job.untried:
                     self.release(conn, run_id, item.task_id)
 
-    def _record_rejected(self, run_id: int, prepared: TaskEdits) -> None:
+    def _record_rejected(self, prepared: TaskEdits) -> None:
         if not prepared.rejected:
             return
         now = utcnow()
         try:
-            with self.engine.begin() as conn:
+            with self.run.begin() as tx:
                 for edit_id, why in prepared.rejected.items():
-                    conn.execute(update(task_edits).where(task_edits.c.id == edit_id).values(
-                        status=EditStatus.FAILED, last_error=why[:2000], run_id=run_id))
-                runs.save_counts(conn, run_id, self._bump(edits_failed=len(prepared.rejected)))
+                    tx.conn.execute(update(task_edits).where(task_edits.c.id == edit_id)
+                                    .values(status=EditStatus.FAILED, last_error=why[:2000],
+                                            run_id=self.run.id))
+                tx.add(edits_failed=len(prepared.rejected))
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record edit outcomes: {describe(exc)}") from None
-        self._commit_counts(edits_failed=len(prepared.rejected))
         for edit_id, why in prepared.rejected.items():
             self.log.warning("edit_failed", edit_id=edit_id, task_id=prepared.task_id,
                              reason="invalid", error=why, at=now.isoformat())
 
-    def _record(self, run_id: int, sent: Sent) -> None:
+    def _record(self, sent: Sent) -> None:
         decided = sent.plan
         if sent.error is not None:
-            self._record_error(run_id, sent.task, sent.error)
+            self._record_error(sent.task, sent.error)
             return
+        run_id = self.run.id
         ids = decided.ids
         rows = task_edits.c.id.in_(ids)
         attempts = func.coalesce(task_edits.c.attempts, 0) + 1
         now = utcnow()
-        counts: dict[str, int] = {}
         try:
-            with self.engine.begin() as conn:
+            with self.run.begin() as tx:
+                conn = tx.conn
                 if decided.outcome == "send":
                     conn.execute(update(task_edits).where(rows).values(
                         status=EditStatus.SENT, sent_at=now, attempts=attempts, run_id=run_id,
@@ -442,11 +421,11 @@ class Pusher:
                     self._apply(conn, decided, sent.remote, now)
                     if self.history:
                         record_history(conn, [decided.task_id], now)
-                    counts["edits_sent"] = len(ids)
+                    tx.add(edits_sent=len(ids))
                 elif decided.outcome == "applied":
                     conn.execute(update(task_edits).where(rows).values(
                         status=EditStatus.SENT, sent_at=now, run_id=run_id, last_error=None))
-                    counts["edits_sent"] = len(ids)
+                    tx.add(edits_sent=len(ids))
                 elif decided.outcome == "dropped":
                     conn.execute(update(task_edits).where(rows).values(
                         status=EditStatus.CANCELLED, run_id=run_id,
@@ -455,13 +434,11 @@ class Pusher:
                     conn.execute(update(task_edits).where(rows).values(
                         status=EditStatus.CONFLICT, run_id=run_id,
                         last_error=(decided.describe() or "")[:4000]))
-                    counts["edits_conflict"] = len(ids)
-                runs.save_counts(conn, run_id, self._bump(**counts))
+                    tx.add(edits_conflict=len(ids))
                 self.release(conn, run_id, decided.task_id)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record the outcome of task {decided.task_id}'s edits: "
                              f"{describe(exc)}") from None
-        self._commit_counts(**counts)
         fields = {"task_id": decided.task_id, "edit_ids": ids}
         if decided.outcome == "send":
             self.log.info("edits_sent", **fields, fields=sorted(decided.values))
@@ -476,12 +453,14 @@ class Pusher:
         else:
             self.log.warning("edit_conflict", **fields, reason=decided.describe())
 
-    def _record_error(self, run_id: int, prepared: TaskEdits, error: ApiError) -> None:
+    def _record_error(self, prepared: TaskEdits, error: ApiError) -> None:
+        run_id = self.run.id
         ids = prepared.ids
         rows = task_edits.c.id.in_(ids)
         attempts = func.coalesce(task_edits.c.attempts, 0) + 1
         try:
-            with self.engine.begin() as conn:
+            with self.run.begin() as tx:
+                conn = tx.conn
                 if isinstance(error, RejectedError):  # the same body fails the same way
                     conn.execute(update(task_edits).where(rows).values(
                         status=EditStatus.FAILED, attempts=attempts, run_id=run_id,
@@ -495,12 +474,11 @@ class Pusher:
                     ).values(status=EditStatus.FAILED))
                     failed = conn.execute(select(func.count()).select_from(task_edits).where(
                         rows, task_edits.c.status == EditStatus.FAILED)).scalar_one()
-                runs.save_counts(conn, run_id, self._bump(edits_failed=failed))
+                tx.add(edits_failed=failed)
                 self.release(conn, run_id, prepared.task_id)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record the outcome of task {prepared.task_id}'s edits: "
                              f"{describe(exc)}") from None
-        self._commit_counts(edits_failed=failed)
         self.log.warning("edit_failed" if failed else "edit_retry_later",
                          task_id=prepared.task_id, edit_ids=ids,
                          error=type(error).__name__, exception_type=error.exception_type,
@@ -540,16 +518,3 @@ class Pusher:
         values["raw"] = raw
         values["raw_hash"] = raw_hash(raw) if owner_known else None
         conn.execute(update(tasks).where(tasks.c.task_id == decided.task_id).values(**values))
-
-    def _bump(self, **more: int) -> RunCounts:
-        counts = RunCounts(**self.counts.as_dict())
-        for name, value in more.items():
-            setattr(counts, name, getattr(counts, name) + value)
-        assert self.client is not None
-        counts.api_calls = self.client.stats.calls
-        counts.throttled = self.client.stats.throttled
-        return counts
-
-    def _commit_counts(self, **more: int) -> None:
-        for name, value in more.items():
-            setattr(self.counts, name, getattr(self.counts, name) + value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,8 +17,11 @@ from lsq_sync.states import RunStatus
 from lsq_sync.types import utcnow
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunCounts:
+    """What a run did, as lsq_sync_runs records it. Immutable: a run adds to its counts
+    by `plus`, in the transaction that does the work (see run.Run.begin)."""
+
     leads_total: int = 0
     leads_ok: int = 0
     leads_failed: int = 0
@@ -34,6 +37,10 @@ class RunCounts:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def plus(self, **delta: int) -> RunCounts:
+        return replace(self, **{name: getattr(self, name) + value
+                                for name, value in delta.items()})
 
     @property
     def failures(self) -> int:

@@ -293,14 +293,17 @@ def test_an_answer_resets_the_count_of_unreachable_attempts() -> None:
 
 
 def test_a_call_cap_allows_exactly_that_many_calls() -> None:
+    from lsq_sync.control import Stats, Stop, StopReason
     from lsq_sync.errors import CapReached
     client, seen, _ = make(answers(ok()))
-    client.max_calls = 2
+    stop = Stop()
+    client.stats = Stats(cap=2, stop=stop)  # a run's: its cap, its stop
     client.retrieve_tasks(LEAD)
     client.retrieve_tasks(LEAD)
+    assert not stop.is_set()
     with pytest.raises(CapReached):
         client.retrieve_tasks(LEAD)
-    assert len(seen) == 2 and client.stats.calls == 2 and client.cap_reached.is_set()
+    assert len(seen) == 2 and client.stats.calls == 2 and stop.reason == StopReason.CALL_CAP
 
 
 def test_each_endpoint_sends_its_method_path_and_parameters() -> None:

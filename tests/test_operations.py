@@ -534,14 +534,14 @@ def test_sync_holds_both_locks(db_url: str, engine: Engine, sim: Simulator,
     fill_leads_table(db_url, sim.state.lead_ids())
     cfg = make_config(sim, db_url)
     held: list[set[str]] = []
-    real = Pusher.run
+    real = Pusher.push
 
-    def spy(self: Pusher, run_id: int) -> None:
+    def spy(self: Pusher, run: Any) -> None:
         with engine.connect() as conn:
             held.append(set(conn.execute(select(locks.c.name)).scalars()))
-        real(self, run_id)
+        real(self, run)
 
-    monkeypatch.setattr(Pusher, "run", spy)
+    monkeypatch.setattr(Pusher, "push", spy)
     assert app.sync(cfg, PullOptions()).status == "succeeded"
     assert held == [{"pull", "push"}]
     with engine.connect() as conn:

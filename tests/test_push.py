@@ -392,7 +392,7 @@ def test_claims_of_two_runs_never_overlap(setup: Setup) -> None:
     first, second = runs.start(engine, "push"), runs.start(engine, "push")
 
     def pusher() -> Pusher:
-        return Pusher(engine=engine, client=None, counts=runs.RunCounts(), log=None,
+        return Pusher(engine=engine, client=None, log=None,
                       notify_by="1000", max_edit_attempts=3)
 
     mine = pusher().claim(first, targets[:7])

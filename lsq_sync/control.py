@@ -1,0 +1,71 @@
+"""What every thread of a run shares: its one stop control, and its call counts and cap."""
+
+from __future__ import annotations
+
+import threading
+from enum import StrEnum
+
+from lsq_sync.errors import CapReached
+
+
+class StopReason(StrEnum):
+    SIGNAL = "signal"        # SIGINT / SIGTERM: finish what is in flight, then stop
+    CALL_CAP = "call_cap"    # [lsq].max_calls_per_run or _per_day used up: a planned stop
+    FATAL = "fatal"          # 401, an unreachable host, a database that fails: stop at once
+
+
+class Stop(threading.Event):
+    """The run's one stop switch, with the first reason it was set for. Every wait of a
+    run (a slot, a backoff, the workers) ends when it is set, so a stop never waits out a
+    sleep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason: StopReason | None = None
+        self._reason_lock = threading.Lock()
+
+    def set(self, reason: StopReason = StopReason.SIGNAL) -> None:
+        with self._reason_lock:
+            if self.reason is None:
+                self.reason = reason
+        super().set()
+
+    @property
+    def planned(self) -> bool:
+        """Stopped by a signal or the call cap: the run ends early but did nothing wrong."""
+        return self.reason in (StopReason.SIGNAL, StopReason.CALL_CAP)
+
+
+class Stats:
+    """The API calls of a run, counted by every thread; with a cap, the call past it is
+    refused (CapReached) and the run's stop is set."""
+
+    def __init__(self, cap: int | None = None, stop: Stop | None = None) -> None:
+        self._lock = threading.Lock()
+        self.cap = cap
+        self.stop = stop
+        self.calls = 0
+        self.throttled = 0
+        self.retries = 0
+        self.unreachable = 0  # connection failures in a row, reset by any answer
+
+    def take_call(self) -> None:
+        """Count one more call, or raise CapReached if the cap's calls were made."""
+        with self._lock:
+            if self.cap is None or self.calls < self.cap:
+                self.calls += 1
+                return
+        if self.stop is not None:
+            self.stop.set(StopReason.CALL_CAP)
+        raise CapReached
+
+    def connection(self, ok: bool) -> int:
+        """Record whether a request reached the host; returns the failures in a row."""
+        with self._lock:
+            self.unreachable = 0 if ok else self.unreachable + 1
+            return self.unreachable
+
+    def add(self, *, throttled: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.throttled += throttled
+            self.retries += retries
