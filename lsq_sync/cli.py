@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import click
 
@@ -17,7 +17,7 @@ import click
 # SQLAlchemy, httpx and structlog. Each command imports what it uses.
 from lsq_sync import __version__
 from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
-from lsq_sync.states import EditStatus
+from lsq_sync.states import EditStatus, LogFormat, LogLevel
 
 if TYPE_CHECKING:
     from lsq_sync import app
@@ -133,9 +133,9 @@ pass_settings = click.make_pass_decorator(Settings)
                                           "max_content_width": 100})
 @click.option("--config", "config_path", metavar="PATH", envvar=None,
               help="TOML config file. Default: $LSQ_SYNC_CONFIG, else ./lsq_sync.toml.")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]),
+@click.option("--log-format", type=click.Choice(get_args(LogFormat)),
               help="Override [log].format: console on a TTY and JSON lines otherwise (auto).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+@click.option("--log-level", type=click.Choice(get_args(LogLevel)),
               help="Override [log].level.")
 @click.version_option(__version__, prog_name="lsq-sync")
 @click.pass_context

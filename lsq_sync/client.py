@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lsq_sync import __version__
 from lsq_sync.config import LsqConfig
@@ -104,6 +105,23 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
     return body
 
 
+class StillThrottled(TransientError):
+    """Throttled `max_throttle_waits` times in one call: the lead or edit waits for the
+    next run (retrying at once would only be throttled again)."""
+
+
+def _can_heal(exc: BaseException) -> bool:
+    return (isinstance(exc, TransientError | httpx.TransportError)
+            and not isinstance(exc, StillThrottled))
+
+
+def _failure(state: RetryCallState) -> BaseException:
+    assert state.outcome is not None
+    exc = state.outcome.exception()
+    assert exc is not None
+    return exc
+
+
 class LsqClient:
     """Thread-safe: one instance serves every worker of a run."""
 
@@ -136,6 +154,13 @@ class LsqClient:
             "transport": transport,
             "follow_redirects": False,
         }
+        # One policy for every call (tenacity keeps each thread's state apart); the
+        # backoff sleeps are the limiter's, which end at once when the run stops.
+        self._retrying = Retrying(
+            retry=retry_if_exception(_can_heal), stop=stop_after_attempt(cfg.max_attempts),
+            wait=lambda state: self.backoff(state.attempt_number),
+            sleep=lambda seconds: self.limiter.wait(seconds),
+            before_sleep=self._retried, retry_error_callback=self._give_up)
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._clients_lock = threading.Lock()
@@ -194,14 +219,31 @@ class LsqClient:
 
     def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                 json_body: Any = None) -> Any:
-        """One logical call: waits for a slot, retries what is worth retrying."""
-        attempt = 0
-        throttle_waits = 0
+        """One logical call: waits for a slot, waits out throttles, and retries what can
+        heal (5xx, timeouts, dropped connections) with backoff; the backoff sleeps end at
+        the run's stop."""
         query = {**(params or {}), **self._params}
         # One absolute URL, built once: httpx would otherwise parse it three times.
         url = httpx.URL(f"{self.cfg.base_url}{path}?{urlencode(query)}" if query
                         else f"{self.cfg.base_url}{path}")
         http = self._http  # created before the slot is taken: building one is slow
+        throttles = [0]    # across the attempts: a throttle is a wait, not an attempt
+        return self._retrying(self._attempt, http, method, url, path, json_body, throttles)
+
+    def _retried(self, state: RetryCallState) -> None:
+        error = self._as_transient(_failure(state))
+        self.stats.add(retries=1)
+        self._on_event("retry", path=state.args[3], attempt=state.attempt_number,
+                       error=str(error), delay_s=round(state.upcoming_sleep, 3))
+
+    def _give_up(self, state: RetryCallState) -> Any:
+        error = self._as_transient(_failure(state))
+        raise TransientError(f"{error} (gave up after {state.attempt_number} attempts)",
+                             status_code=error.status_code) from None
+
+    def _attempt(self, http: httpx.Client, method: str, url: httpx.URL, path: str,
+                 json_body: Any, throttles: list[int]) -> Any:
+        """One attempt: a slot, the request, its answer; throttles are waited out here."""
         while True:
             self.stats.take_call()
             slot = self.limiter.acquire()
@@ -221,28 +263,16 @@ class LsqClient:
                 return classify(response.status_code, response.content, self._forms)
             except ThrottledError as exc:
                 self.stats.add(throttled=1)
-                throttle_waits += 1
+                throttles[0] += 1
                 new_limit = self.limiter.throttled(exc.calls, exc.period_s)
                 self._on_event("throttled", path=path, status=exc.status_code,
                                stated_calls=exc.calls, stated_period_s=exc.period_s,
                                new_limit=new_limit)
-                if throttle_waits >= self.cfg.max_throttle_waits:
-                    raise TransientError(
-                        f"still rate-limited after {throttle_waits} waits; another "
+                if throttles[0] >= self.cfg.max_throttle_waits:
+                    raise StillThrottled(
+                        f"still rate-limited after {throttles[0]} waits; another "
                         f"integration may be using the account's whole budget"
                     ) from None
-                continue
-            except (TransientError, httpx.TransportError) as exc:
-                error = exc if isinstance(exc, TransientError) else self._transport_error(exc)
-            attempt += 1
-            if attempt >= self.cfg.max_attempts:
-                raise TransientError(f"{error} (gave up after {attempt} attempts)",
-                                     status_code=error.status_code) from None
-            delay = self.backoff(attempt)
-            self.stats.add(retries=1)
-            self._on_event("retry", path=path, attempt=attempt, error=str(error),
-                           delay_s=round(delay, 3))
-            self.limiter.wait(delay)
 
     def _tracer(self, slot: float) -> Callable[[str, Any], None]:
         def trace(event: str, _info: Any) -> None:
@@ -254,6 +284,12 @@ class LsqClient:
         """Exponential with jitter: half fixed, half random, capped."""
         full = min(MAX_BACKOFF_S, self.cfg.retry_backoff_s * 2 ** (attempt - 1))
         return float(full / 2 + random.uniform(0, full / 2))
+
+    def _as_transient(self, exc: BaseException) -> TransientError:
+        if isinstance(exc, TransientError):
+            return exc
+        assert isinstance(exc, httpx.TransportError)
+        return self._transport_error(exc)
 
     def _transport_error(self, exc: httpx.TransportError) -> TransientError:
         if isinstance(exc, httpx.TimeoutException):

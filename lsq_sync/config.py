@@ -7,7 +7,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 from lsq_sync.db import url_secrets
 from lsq_sync.errors import ConfigError
-from lsq_sync.states import OnConflict
+from lsq_sync.states import Auth, LogFormat, LogLevel, NotifyBy, OnConflict
 
 ENV_CONFIG = "LSQ_SYNC_CONFIG"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -51,102 +51,6 @@ class Secret:
         return "Secret('***')" if self._value else "Secret('')"
 
     __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class LsqConfig:
-    base_url: str = "https://api.leadsquared.com"
-    access_key: Secret = field(default_factory=lambda: Secret(""))
-    secret_key: Secret = field(default_factory=lambda: Secret(""))
-    auth: str = "header"
-    rate_limit_calls: int = 25
-    rate_limit_period_s: float = 5.0
-    timeout_s: float = 30.0
-    max_attempts: int = 5
-    concurrency: int = 0   # requests in flight at once; 0: follow rate_limit_calls
-    retry_backoff_s: float = 1.0
-    max_throttle_waits: int = 30
-    shared_budget: bool = True
-    max_calls_per_run: int = 0
-    max_calls_per_day: int = 0
-
-    @property
-    def workers(self) -> int:
-        """Requests in flight at once. A window's whole allowance should go out as soon as
-        its slots free up: with fewer workers than calls per window, at 300 ms a call,
-        8 workers spread 25 calls over a second and every window starts late. Bounded:
-        more threads than that only cost memory and CPU."""
-        return self.concurrency or max(1, min(self.rate_limit_calls, MAX_AUTO_WORKERS))
-
-    def require_credentials(self) -> None:
-        for name, env in (("access_key", ENV_ACCESS_KEY), ("secret_key", ENV_SECRET_KEY)):
-            if not getattr(self, name):
-                raise ConfigError(
-                    f"[lsq].{name} is required for this command: set it in the config "
-                    f"file or in ${env}"
-                )
-
-
-@dataclass(frozen=True)
-class DatabaseConfig:
-    url: str = "sqlite:///lsq_sync.db"
-
-
-@dataclass(frozen=True)
-class LeadsConfig:
-    url: str = ""
-    query: str = "SELECT lead_id FROM leads"
-    # :last_success is bound this many seconds before the last complete pass started:
-    # the leads table's timestamps come from another clock, and may be rounded.
-    watermark_overlap_s: float = 120.0
-
-    @property
-    def overlap(self) -> timedelta:
-        return timedelta(seconds=self.watermark_overlap_s)
-
-
-@dataclass(frozen=True)
-class PushConfig:
-    notify_by: str = "1000"
-    max_edit_attempts: int = 10
-    on_conflict: OnConflict = "skip"   # see edits.plan
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    history: bool = False   # keep every version of every task in lsq_task_history
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    textfile: str = ""      # a Prometheus textfile-collector path; empty = off
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    format: str = "auto"
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class Config:
-    lsq: LsqConfig = field(default_factory=LsqConfig)
-    database: DatabaseConfig = field(default_factory=DatabaseConfig)
-    leads: LeadsConfig = field(default_factory=LeadsConfig)
-    push: PushConfig = field(default_factory=PushConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    source: str = "defaults"
-
-    @property
-    def leads_url(self) -> str:
-        return self.leads.url or self.database.url
-
-    def secrets(self) -> list[str]:
-        """The raw credential strings (API keys, database passwords), for redaction."""
-        keys = [s.reveal() for s in (self.lsq.access_key, self.lsq.secret_key) if s]
-        return keys + url_secrets(self.database.url) + url_secrets(self.leads.url)
 
 
 # -- validation -------------------------------------------------------------------------
@@ -247,34 +151,125 @@ def _query(key: str, value: Any) -> str:
     return text
 
 
-SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
-    "lsq": (LsqConfig, {
-        "base_url": _base_url,
-        "access_key": _secret,
-        "secret_key": _secret,
-        "auth": _choice("header", "query"),
-        "rate_limit_calls": _int(1),
-        "rate_limit_period_s": _number(0, inclusive=False),
-        "timeout_s": _number(0, inclusive=False),
-        "max_attempts": _int(1, 100),
-        "concurrency": _int(0, 64),
-        "retry_backoff_s": _number(0, inclusive=True),
-        "max_throttle_waits": _int(1),
-        "shared_budget": _bool,
-        "max_calls_per_run": _int(0),
-        "max_calls_per_day": _int(0),
-    }),
-    "database": (DatabaseConfig, {"url": _db_url}),
-    "leads": (LeadsConfig, {"url": _leads_url, "query": _query,
-                            "watermark_overlap_s": _number(0, inclusive=True)}),
-    "push": (PushConfig, {"notify_by": _choice("1100", "1000"),
-                          "max_edit_attempts": _int(1),
-                          "on_conflict": _choice(*get_args(OnConflict))}),
-    "store": (StoreConfig, {"history": _bool}),
-    "metrics": (MetricsConfig, {"textfile": _string}),
-    "log": (LogConfig, {"format": _choice("auto", "json", "console"),
-                        "level": _choice("debug", "info", "warning", "error")}),
-}
+def setting(default: Any = None, check: Check = _string, *,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """A config key, declared once: its default and how a value is checked (SCHEMA is
+    read from these fields)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"check": check})
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class LsqConfig:
+    base_url: str = setting("https://api.leadsquared.com", _base_url)
+    access_key: Secret = setting(factory=lambda: Secret(""), check=_secret)
+    secret_key: Secret = setting(factory=lambda: Secret(""), check=_secret)
+    auth: Auth = setting("header", _choice(*get_args(Auth)))
+    rate_limit_calls: int = setting(25, _int(1))
+    rate_limit_period_s: float = setting(5.0, _number(0, inclusive=False))
+    timeout_s: float = setting(30.0, _number(0, inclusive=False))
+    max_attempts: int = setting(5, _int(1, 100))
+    # requests in flight at once; 0: follow rate_limit_calls
+    concurrency: int = setting(0, _int(0, 64))
+    retry_backoff_s: float = setting(1.0, _number(0, inclusive=True))
+    max_throttle_waits: int = setting(30, _int(1))
+    shared_budget: bool = setting(True, _bool)
+    max_calls_per_run: int = setting(0, _int(0))
+    max_calls_per_day: int = setting(0, _int(0))
+
+    @property
+    def workers(self) -> int:
+        """Requests in flight at once. A window's whole allowance should go out as soon as
+        its slots free up: with fewer workers than calls per window, at 300 ms a call,
+        8 workers spread 25 calls over a second and every window starts late. Bounded:
+        more threads than that only cost memory and CPU."""
+        return self.concurrency or max(1, min(self.rate_limit_calls, MAX_AUTO_WORKERS))
+
+    def require_credentials(self) -> None:
+        for name, env in (("access_key", ENV_ACCESS_KEY), ("secret_key", ENV_SECRET_KEY)):
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"[lsq].{name} is required for this command: set it in the config "
+                    f"file or in ${env}"
+                )
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = setting("sqlite:///lsq_sync.db", _db_url)
+
+
+@dataclass(frozen=True)
+class LeadsConfig:
+    url: str = setting("", _leads_url)
+    query: str = setting("SELECT lead_id FROM leads", _query)
+    # :last_success is bound this many seconds before the last complete pass started:
+    # the leads table's timestamps come from another clock, and may be rounded.
+    watermark_overlap_s: float = setting(120.0, _number(0, inclusive=True))
+
+    @property
+    def overlap(self) -> timedelta:
+        return timedelta(seconds=self.watermark_overlap_s)
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    notify_by: NotifyBy = setting("1000", _choice(*get_args(NotifyBy)))
+    max_edit_attempts: int = setting(10, _int(1))
+    on_conflict: OnConflict = setting("skip", _choice(*get_args(OnConflict)))  # edits.plan
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    # keep every version of every task in lsq_task_history
+    history: bool = setting(False, _bool)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    textfile: str = setting("", _string)  # a Prometheus textfile-collector path; "" = off
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: LogFormat = setting("auto", _choice(*get_args(LogFormat)))
+    level: LogLevel = setting("info", _choice(*get_args(LogLevel)))
+
+
+@dataclass(frozen=True)
+class Config:
+    lsq: LsqConfig = field(default_factory=LsqConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    leads: LeadsConfig = field(default_factory=LeadsConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "defaults"
+
+    @property
+    def leads_url(self) -> str:
+        return self.leads.url or self.database.url
+
+    def secrets(self) -> list[str]:
+        """The raw credential strings (API keys, database passwords), for redaction."""
+        keys = [s.reveal() for s in (self.lsq.access_key, self.lsq.secret_key) if s]
+        return keys + url_secrets(self.database.url) + url_secrets(self.leads.url)
+
+
+def _schema() -> dict[str, tuple[type[Any], dict[str, Check]]]:
+    """Each section's dataclass and each key's check, read from their declarations."""
+    schema: dict[str, tuple[type[Any], dict[str, Check]]] = {}
+    for section in fields(Config):
+        cls = section.default_factory
+        if isinstance(cls, type):  # `source` is no section
+            schema[section.name] = (cls, {key.name: key.metadata["check"]
+                                          for key in fields(cls)})
+    return schema
+
+
+SCHEMA = _schema()
 
 
 def _kind(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""The states of runs, staged leads and queued edits, and how edit conflicts settle."""
+"""The states of runs and queued edits, and the words enumerated config keys take."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from typing import Literal
 
 # [push].on_conflict: what a field edited here AND changed in the CRM since becomes.
 OnConflict = Literal["skip", "local", "remote"]
+# The other config keys that take one of a few words (config.py checks them by these).
+Auth = Literal["header", "query"]                         # [lsq].auth
+NotifyBy = Literal["1100", "1000"]                        # [push].notify_by
+LogFormat = Literal["auto", "json", "console"]            # [log].format, --log-format
+LogLevel = Literal["debug", "info", "warning", "error"]   # [log].level, --log-level
 
 
 class RunStatus(StrEnum):

@@ -142,6 +142,22 @@ def test_transient_failures_are_retried_with_backoff(failure: Any) -> None:
     assert 0.5 <= first <= 1.0 and 1.0 <= second <= 2.0  # doubling, with jitter
 
 
+def test_a_stop_during_a_backoff_ends_the_call_at_once() -> None:
+    """A signal while a retry waits: the wait ends, no further attempt is made."""
+    from lsq_sync.errors import Stopped
+    client, seen, fake = make(answers(httpx.Response(503), ok()))
+    real_sleep = fake.sleep
+
+    def signal_during(seconds: float) -> None:
+        real_sleep(seconds)
+        client.limiter.stop.set()
+
+    client.limiter._sleep = signal_during
+    with pytest.raises(Stopped):
+        client.retrieve_tasks(LEAD)
+    assert len(seen) == 1 and client.stats.retries == 1
+
+
 def test_transient_failures_give_up_after_max_attempts() -> None:
     client, seen, _ = make(answers(httpx.Response(500)))
     with pytest.raises(TransientError, match="gave up after 3 attempts"):
