@@ -6,17 +6,20 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from lsq_sync.errors import InvalidEdit
-from lsq_sync.states import OnConflict
+from lsq_sync.models import max_length, task_edits
+from lsq_sync.states import NotifyBy, OnConflict
 
 GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 DUE_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 DUE_FORMAT = "%Y-%m-%d %H:%M:%S"
-NOTIFY_VALUES = ("1100", "1000")
+NOTIFY_VALUES = get_args(NotifyBy)
 MAX_REMINDER = 60 * 24 * 366  # a year of minutes
+NAME_MAX = max_length(task_edits.c.name)
+EMAIL_MAX = max_length(task_edits.c.owner_email)
 EDIT_FIELDS = ("name", "description", "due_date", "reminder_minutes", "notify_by", "owner_id",
                "owner_email")
 
@@ -43,8 +46,8 @@ def check(edit: Mapping[str, Any]) -> dict[str, Any]:
         name = _text(edit["name"], "name")
         if not name.strip():
             raise InvalidEdit("name is blank; set a name or leave it NULL")
-        if len(name) > 500:
-            raise InvalidEdit("name is longer than 500 characters")
+        if len(name) > NAME_MAX:
+            raise InvalidEdit(f"name is longer than {NAME_MAX} characters")
         clean["name"] = name
     if edit.get("description") is not None:
         clean["description"] = _text(edit["description"], "description")
@@ -83,7 +86,7 @@ def check(edit: Mapping[str, Any]) -> dict[str, Any]:
         clean["owner_id"] = owner
     if owner_email is not None:
         email = _text(owner_email, "owner_email").strip()
-        if not EMAIL_RE.fullmatch(email) or len(email) > 255:
+        if not EMAIL_RE.fullmatch(email) or len(email) > EMAIL_MAX:
             raise InvalidEdit(f"owner_email {email[:40]!r} is not an email address")
         clean["owner_email"] = email
     if not clean:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -29,6 +31,13 @@ metadata = MetaData(naming_convention={
 })
 
 ID_LEN = 64  # LeadSquared ids are GUIDs (36); room for other id shapes
+
+
+def max_length(column: Column[Any]) -> int:
+    """The longest text `column` takes: what every length check reads (one source)."""
+    length = getattr(column.type, "length", None)
+    assert isinstance(length, int), f"{column} has no length"
+    return length
 
 tasks = Table(
     "lsq_tasks", metadata,

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lsq_sync.errors import BadRecord
+from lsq_sync.models import max_length
+from lsq_sync.models import tasks as tasks_table
 
 # API field -> column, for the text fields kept as they come.
 TEXT_FIELDS = {
@@ -19,8 +21,8 @@ TEXT_FIELDS = {
     "Status": "status",
 }
 DATE_FIELDS = {"DueDate": "due_date", "CreatedOn": "created_on"}
-COLUMN_LIMITS = {"name": 500, "owner_id": 64, "owner_name": 255, "created_by": 64,
-                 "created_by_name": 255, "status": 64}
+COLUMN_LIMITS = {column: max_length(tasks_table.c[column]) for column in
+                 ("name", "owner_id", "owner_name", "created_by", "created_by_name", "status")}
 
 
 
