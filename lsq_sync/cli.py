@@ -412,6 +412,7 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
     `lsq-sync runs show ID` prints one run in full, with its failed leads.
     """
     from lsq_sync import app, runs
+    from lsq_sync.text import table
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj
@@ -426,21 +427,20 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
     if not rows:
         click.echo("no runs yet")
         return
-    click.echo("  ".join(name.ljust(width) for name, width in RUN_COLUMNS) + "  error")
+    lines = []
     for r in rows:
         secs = runs.duration(r["started_at"], r["finished_at"])
-        cells = [
-            str(r["id"]), r["command"], r["status"],
-            r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+        lines.append([
+            r["id"], r["command"], r["status"], r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
             f"{secs:.1f}" if secs is not None else "-",
             f"{r['leads_ok']}/{r['leads_failed']}/{r['leads_total']}",
             f"+{r['tasks_upserted']}/-{r['tasks_deleted']}",
-            f"{r['edits_sent']}/{r['edits_failed']}",
-            str(r["api_calls"]), str(r["throttled"]),
-        ]
-        line = "  ".join(c.ljust(w) for c, (_, w) in zip(cells, RUN_COLUMNS, strict=True))
-        error = (r["error"] or "").replace("\n", " ")
-        click.echo(f"{line}  {error[:80]}".rstrip())
+            f"{r['edits_sent']}/{r['edits_failed']}", r["api_calls"], r["throttled"],
+            (r["error"] or "").replace("\n", " ")[:80],
+        ])
+    headers = [name for name, _ in RUN_COLUMNS] + ["error"]
+    for line in table(lines, headers, [width for _, width in RUN_COLUMNS]):
+        click.echo(line)
 
 
 @runs_cmd.command("show")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy import Column, MetaData, String, Table, delete, insert, text
 from lsq_sync import app, config, db, runs, schema
 from lsq_sync.pull import PullOptions
 from lsq_sync.simulator import Faults, SimConfig, Simulator
+from lsq_sync.text import table
 
 DEMO_CALLS, DEMO_PERIOD = 25, 2.0
 REPORT_SQL = """\
@@ -34,14 +35,6 @@ def fill_leads_table(url: str, lead_ids: Iterable[str], table: str = "leads") ->
             conn.execute(insert(leads), rows[start:start + 5000])
     engine.dispose()
     return len(rows)
-
-
-def _table(rows: Sequence[Any], headers: list[str]) -> list[str]:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return lines
 
 
 def run(directory: str | None, *, leads: int = 250, tty: bool = False,
@@ -88,7 +81,7 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         echo("")
         with engine.connect() as conn:
             rows = conn.execute(text(REPORT_SQL)).all()
-        for line in _table(rows, ["owner", "status", "tasks"]):
+        for line in table(rows, ["owner", "status", "tasks"]):
             echo("   " + line)
         echo("")
         echo("Explore further:")
