@@ -46,9 +46,8 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
                         faults=Faults(latency_ms=(30, 120), bare_500=0.01))
     with Simulator(sim_cfg) as sim:
         settings = {
-            "lsq": {"base_url": sim.url, "access_key": sim_cfg.access_key,
-                    "secret_key": sim_cfg.secret_key, "rate_limit_calls": DEMO_CALLS,
-                    "rate_limit_period_s": DEMO_PERIOD, "retry_backoff_s": 0.2},
+            "lsq": sim.lsq_settings(rate_limit_calls=DEMO_CALLS,
+                                    rate_limit_period_s=DEMO_PERIOD, retry_backoff_s=0.2),
             "database": {"url": db_url},
         }
         cfg = config.from_mapping(settings, env={}, source="demo")

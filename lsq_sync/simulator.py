@@ -476,6 +476,11 @@ class Simulator:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def lsq_settings(self, **more: Any) -> dict[str, Any]:
+        """An [lsq] section that reaches this simulator with its keys, plus `more`."""
+        return {"base_url": self.url, "access_key": self.cfg.access_key,
+                "secret_key": self.cfg.secret_key, **more}
+
     def start(self) -> Simulator:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1},

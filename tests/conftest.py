@@ -108,11 +108,9 @@ def sim(make_sim: Callable[..., Simulator]) -> Simulator:
 
 def settings_for(sim: Simulator, database_url: str, **lsq: Any) -> dict[str, Any]:
     """A config mapping pointing at `sim`, fast enough for tests."""
-    base = {"base_url": sim.url, "access_key": sim.cfg.access_key,
-            "secret_key": sim.cfg.secret_key, "rate_limit_calls": 1000,
-            "rate_limit_period_s": 1, "retry_backoff_s": 0.01, "timeout_s": 5,
-            "concurrency": 4}
-    return {"lsq": {**base, **lsq}, "database": {"url": database_url},
+    fast = {"rate_limit_calls": 1000, "rate_limit_period_s": 1, "retry_backoff_s": 0.01,
+            "timeout_s": 5, "concurrency": 4}
+    return {"lsq": sim.lsq_settings(**{**fast, **lsq}), "database": {"url": database_url},
             "leads": {"query": "SELECT lead_id FROM leads"}}
 
 

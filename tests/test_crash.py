@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from lsq_sync.crash_check import check, crash_loop, settle, write_config
 from lsq_sync.demo import fill_leads_table
 from lsq_sync.simulator import Faults, Simulator
-
-from .crash_support import check, crash_loop, settle, write_config
 
 
 @pytest.mark.slow

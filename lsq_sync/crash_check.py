@@ -1,4 +1,4 @@
-"""The crash-consistency loop, shared by tests/test_crash.py (short) and bench/ (long)."""
+"""The crash-consistency check: kill runs at random, then verify the database (tests, bench)."""
 
 from __future__ import annotations
 
@@ -29,17 +29,15 @@ class Report:
 
 def write_config(path: Path, sim: Simulator, db_url: str) -> Path:
     path.write_text(to_toml({
-        "lsq": {"base_url": sim.url, "access_key": sim.cfg.access_key,
-                "secret_key": sim.cfg.secret_key, "rate_limit_calls": 40,
-                "rate_limit_period_s": 1, "retry_backoff_s": 0.05, "concurrency": 4,
-                "timeout_s": 2},
+        "lsq": sim.lsq_settings(rate_limit_calls=40, rate_limit_period_s=1,
+                                retry_backoff_s=0.05, concurrency=4, timeout_s=2),
         "database": {"url": db_url}, "log": {"format": "json", "level": "warning"}}))
     return path
 
 
 def sync(config: Path, kill_after: float | None) -> int | None:
     """Run `lsq-sync sync`; SIGKILL it after `kill_after` seconds. None if it was killed."""
-    proc = subprocess.Popen([sys.executable, "-m", "lsq_sync", "--config", str(config), "sync"],
+    proc = subprocess.Popen([sys.executable, "-m", "lsq_sync", "--config", str(config), "sync"],  # noqa: S603
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""})
     try:
