@@ -324,6 +324,22 @@ def test_lead_id_and_limit_options(setup: tuple[Config, Engine, Simulator]) -> N
     assert result.counts.leads_total == 7 and result.counts.api_calls == 7
 
 
+def test_limit_means_n_after_a_stopped_pass(setup: tuple[Config, Engine, Simulator],
+                                             make_config: Callable[..., Config],
+                                             db_url: str) -> None:
+    """A pass stopped by the call cap leaves leads to resume; `--limit 5` then fetches 5,
+    not what the pass left, and the next pass still resumes the rest."""
+    cfg, engine, sim = setup
+    stopped = pull(make_config(sim, db_url, max_calls_per_run=6))
+    assert stopped.stopped is not None and stopped.counts.leads_ok < 40
+    limited = pull(cfg, limit=5)
+    assert limited.counts.leads_total == 5 and limited.counts.api_calls == 5
+    rest = pull(cfg)
+    assert rest.status == "succeeded"
+    assert rest.counts.leads_total == 40 - stopped.counts.leads_ok
+    assert_matches(engine, sim)
+
+
 def test_query_auth_mode_works_end_to_end(setup: tuple[Config, Engine, Simulator],
                                           make_config: Callable[..., Config], db_url: str
                                           ) -> None:
