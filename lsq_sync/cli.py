@@ -82,10 +82,14 @@ class Group(click.Group):
 def graceful(ctx: app.Context) -> app.Context:
     """SIGINT or SIGTERM: stop taking work and finish cleanly; a second one stops at once."""
     from lsq_sync import logs
+    from lsq_sync.control import StopReason
+    received: list[int] = []  # the run may be stopping already (its call cap): that is no signal
+
     def handler(signum: int, _frame: Any) -> None:
-        if ctx.stop.is_set():
+        if received:
             raise KeyboardInterrupt
-        ctx.stop.set()
+        received.append(signum)
+        ctx.stop.set(StopReason.SIGNAL)
         logs.get_logger("lsq_sync").warning("stop_requested", signal=signal.Signals(signum).name)
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -357,3 +357,21 @@ def test_every_command_refuses_an_old_schema(args: list[str], tmp_path: Path,
     assert result.exit_code == 3, result.output
     assert "run `lsq-sync db upgrade`" in one_line_error(result)
     assert sim.meter.snapshot()["received"] == 0
+
+
+def test_the_first_signal_stops_gracefully_even_when_the_run_is_stopping() -> None:
+    """A run stopping at its call cap is not yet signalled: the first SIGTERM asks for a
+    clean stop, only the second one interrupts."""
+    import signal
+
+    from lsq_sync import app
+    from lsq_sync.cli import graceful
+    from lsq_sync.control import StopReason
+    ctx = graceful(app.Context())
+    ctx.stop.set(StopReason.CALL_CAP)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert callable(handler)
+    handler(signal.SIGTERM, None)  # no KeyboardInterrupt: the first signal
+    assert ctx.stop.reason == StopReason.CALL_CAP  # the first reason stands
+    with pytest.raises(KeyboardInterrupt):
+        handler(signal.SIGTERM, None)

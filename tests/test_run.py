@@ -1,0 +1,150 @@
+"""The run core: counts that follow commits, one stop, one driver loop."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from lsq_sync import db, schema
+from lsq_sync.control import Stats, Stop, StopReason
+from lsq_sync.errors import AuthError, CapReached
+from lsq_sync.logs import get_logger
+from lsq_sync.models import sync_runs
+from lsq_sync.run import Run
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def saved(engine: Engine, run_id: int, name: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(sync_runs.c[name]).where(sync_runs.c.id == run_id)).scalar()
+
+
+def test_counts_are_saved_with_the_work_and_adopted_after_commit(store: Engine) -> None:
+    with Run.open(store, "pull", get_logger()) as run:
+        with run.begin() as tx:
+            tx.add(leads_ok=3, tasks_upserted=7)
+            tx.add(leads_ok=1)
+            assert run.counts.leads_ok == 0  # not before the commit
+        assert run.counts.leads_ok == 4 and saved(store, run.id, "leads_ok") == 4
+        with pytest.raises(RuntimeError), run.begin() as tx:
+            tx.conn.execute(update(sync_runs).where(sync_runs.c.id == run.id)
+                            .values(error="half-written"))
+            tx.add(leads_ok=100)
+            raise RuntimeError("the batch failed")
+        # Rolled back: neither the work nor its counts.
+        assert run.counts.leads_ok == 4 and saved(store, run.id, "leads_ok") == 4
+        assert saved(store, run.id, "error") is None
+        assert run.counts.tasks_upserted == 7
+    assert saved(store, run.id, "status") == "succeeded"
+
+
+def test_calls_reach_the_row_with_every_save_and_at_the_end(store: Engine) -> None:
+    with Run.open(store, "pull", get_logger()) as run:
+        run.stats.take_call()
+        run.stats.take_call()
+        with run.begin():
+            pass
+        assert saved(store, run.id, "api_calls") == 2
+        run.stats.take_call()
+    assert saved(store, run.id, "api_calls") == 3
+
+
+def test_the_first_stop_reason_stands() -> None:
+    stop = Stop()
+    assert stop.reason is None and not stop.is_set()
+    stop.set(StopReason.CALL_CAP)
+    stop.set(StopReason.SIGNAL)
+    assert stop.is_set() and stop.reason == StopReason.CALL_CAP
+
+
+def test_the_call_past_the_cap_is_refused_and_stops_the_run() -> None:
+    stop = Stop()
+    stats = Stats(cap=2, stop=stop)
+    stats.take_call()
+    stats.take_call()
+    assert not stop.is_set()
+    with pytest.raises(CapReached):
+        stats.take_call()
+    assert stats.calls == 2 and stop.reason == StopReason.CALL_CAP
+
+
+def test_a_call_cap_stop_is_the_runs_error_and_partial(store: Engine) -> None:
+    with Run.open(store, "push", get_logger(), max_calls_per_run=1) as run:
+        run.stats.take_call()
+        done = run.drive(lambda job: run.stats.take_call(), iter(range(3)), lambda _: None)
+        assert not done
+    assert run.stopped == ("stopped after 1 API calls (the run's call cap); the remaining "
+                           "edits stay pending")
+    assert saved(store, run.id, "status") == "partial"
+
+
+def test_the_first_job_goes_alone(store: Engine) -> None:
+    """Until the first result is back, no second job starts: a bad key costs one call."""
+    first_done = threading.Event()
+    early: list[int] = []  # jobs started while the first was under way
+
+    def work(job: int) -> int:
+        if job == 0:
+            threading.Event().wait(0.2)  # time for any other job to start meanwhile
+            first_done.set()
+        elif not first_done.is_set():
+            early.append(job)
+        return job
+
+    handled: list[int] = []
+    with Run.open(store, "pull", get_logger(), workers=4) as run:
+        assert run.drive(work, iter(range(20)), handled.extend)
+    assert early == []
+    assert sorted(handled) == list(range(20)) and handled[0] == 0
+
+
+def test_a_fatal_error_stops_the_loop_and_is_raised_after_what_was_in_flight(
+        store: Engine) -> None:
+    handled: list[int] = []
+
+    def work(job: int) -> int:
+        if job == 1:
+            raise AuthError("the API rejected the credentials")
+        return job
+
+    with pytest.raises(AuthError), Run.open(store, "pull", get_logger(), workers=1) as run:
+        run.drive(work, iter(range(50)), handled.extend)
+    assert run.stop.reason == StopReason.FATAL
+    assert 0 in handled and len(handled) < 49  # stopped, not worked through
+    assert saved(store, run.id, "status") == "failed"
+
+
+def test_a_fatal_error_from_the_handler_stops_the_loop_too(store: Engine) -> None:
+    def handle(done: list[int]) -> None:
+        if 3 in done:
+            raise AuthError("an Update came back 401")
+
+    with pytest.raises(AuthError), Run.open(store, "push", get_logger(), workers=1) as run:
+        run.drive(lambda job: job, iter(range(100)), handle)
+    assert run.stop.reason == StopReason.FATAL
+
+
+def test_a_signal_drops_the_queued_jobs(store: Engine) -> None:
+    handled: list[int] = []
+    with Run.open(store, "pull", get_logger(), workers=2) as run:
+        def handle(done: list[int]) -> None:
+            handled.extend(done)
+            if len(handled) >= 5:
+                run.stop.set(StopReason.SIGNAL)
+
+        assert not run.drive(lambda job: job, iter(range(1000)), handle)
+    assert 5 <= len(handled) < 20
+    assert run.stopped == "stopped by a signal; the next pull continues with the rest"
+    assert saved(store, run.id, "status") == "partial"
