@@ -453,15 +453,15 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
 @pass_settings
 def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
     """Print one run: every count, its error, and the leads that failed and why."""
-    from lsq_sync import app, edit_queue, runs
+    from lsq_sync import app, edit_queue, runs, worklist
     cfg = settings.config()
     settings.setup_logging(cfg)
     engine = app.open_store(cfg)
     row = runs.get(engine, run_id)
     if row is None:
         raise ConfigError(f"there is no run {run_id}; `lsq-sync runs` lists them")
-    failed = runs.failed_leads(engine, run_id)
-    partial = runs.failed_leads(engine, run_id, state="partial")
+    failed = worklist.failed(engine, run_id)
+    partial = worklist.failed(engine, run_id, state="partial")
     held = edit_queue.of_run(engine, run_id)
     if as_json:
         click.echo(json.dumps({**_jsonable(row), "failed_leads": failed,

@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import delete
 from sqlalchemy.engine import Connection, Engine
 
-from lsq_sync import db, lock, runs
+from lsq_sync import db, lock, runs, worklist
 from lsq_sync.control import Stats, Stop, StopReason
 from lsq_sync.errors import FatalError, LockedError, LsqSyncError
 from lsq_sync.models import locks, sync_runs
@@ -169,7 +169,7 @@ class Run:
         the run id to every log line, and close the row whatever happens."""
         for dead in lock.reap(engine):
             log.warning("abandoned_run_found", dead_run=dead)
-        runs.prune(engine)
+        worklist.prune(engine)
         run = cls(engine, command, log, stop=stop, workers=workers)
         run.id = runs.start(engine, command)
         try:
@@ -209,7 +209,9 @@ class Run:
             elapsed = time.monotonic() - started
             counts = run.current()
             try:
-                runs.finish(engine, run.id, run.status, counts, run.error, keep_leads=keep)
+                with engine.begin() as conn:
+                    runs.finish(conn, run.id, run.status, counts, run.error)
+                    worklist.close(conn, run.id, keep=keep)
                 lock.release(engine, run.id)
             except Exception as exc:  # the database went away: say so, keep the real error
                 log.error("run_not_recorded", error=db.describe(exc))

@@ -7,12 +7,11 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from lsq_sync.lock import HOST
-from lsq_sync.models import failed_leads as failed_leads_table
-from lsq_sync.models import run_leads, sync_runs
+from lsq_sync.models import sync_runs
 from lsq_sync.states import RunStatus
 from lsq_sync.types import utcnow
 
@@ -63,17 +62,13 @@ def save_counts(conn: Connection, run_id: int, counts: RunCounts) -> None:
                  .values(heartbeat_at=utcnow(), **counts.as_dict()))
 
 
-def finish(engine: Engine, run_id: int, status: str, counts: RunCounts,
-           error: str | None = None, *, keep_leads: bool = False) -> None:
-    """Close the run's row. Its lead list goes, but for the failed leads (for `runs show`),
-    unless `keep_leads`: a run that stopped early leaves it for the next pull to resume."""
-    with engine.begin() as conn:
-        conn.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(
-            status=status, finished_at=utcnow(), heartbeat_at=utcnow(),
-            error=error[:2000] if error else None, **counts.as_dict()))
-        if not keep_leads:
-            conn.execute(delete(run_leads).where(run_leads.c.run_id == run_id,
-                                                 run_leads.c.state.not_in(KEPT_STATES)))
+def finish(conn: Connection, run_id: int, status: str, counts: RunCounts,
+           error: str | None = None) -> None:
+    """Close the run's row (in the transaction that also settles its lead list, see
+    run.Run.open)."""
+    conn.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(
+        status=status, finished_at=utcnow(), heartbeat_at=utcnow(),
+        error=error[:2000] if error else None, **counts.as_dict()))
 
 
 def last_success(engine: Engine, overlap: timedelta = timedelta(0)) -> datetime | None:
@@ -127,53 +122,15 @@ def calls_since(engine: Engine, since: datetime, but: int) -> int:
                                        sync_runs.c.id != but)).scalar_one())
 
 
-KEEP_FAILED_LEADS_OF = 100  # runs
-KEPT_STATES = ("failed", "partial")  # lead rows kept after a run, for `runs show`
-
-
 def finished(*where: Any) -> Select[tuple[int]]:
     """The ids of runs that ended (any way), among those `where` selects."""
     return select(sync_runs.c.id).where(sync_runs.c.status != RunStatus.RUNNING, *where)
-
-
-def prune(engine: Engine) -> None:
-    """Forget the failed-lead lists of old finished runs."""
-    with engine.begin() as conn:
-        newest = conn.execute(select(func.max(sync_runs.c.id))).scalar()
-        if newest is None:
-            return
-        old = finished(sync_runs.c.id < newest - KEEP_FAILED_LEADS_OF)
-        conn.execute(delete(run_leads).where(run_leads.c.run_id.in_(old),
-                                             run_leads.c.state.in_(KEPT_STATES)))
 
 
 def get(engine: Engine, run_id: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(select(sync_runs).where(sync_runs.c.id == run_id)).first()
         return dict(row._mapping) if row else None
-
-
-def failed_leads(engine: Engine, run_id: int, limit: int = 1000,
-                 state: str = "failed") -> list[dict[str, Any]]:
-    """The run's leads in `state` (failed; partial: done with bad tasks skipped), with why;
-    failed ones also say how many fetches in a row have failed (retried up to
-    MAX_LEAD_RETRIES)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(run_leads.c.lead_id, run_leads.c.error, failed_leads_table.c.failures)
-            .select_from(run_leads.outerjoin(
-                failed_leads_table, failed_leads_table.c.lead_id == run_leads.c.lead_id))
-            .where(run_leads.c.run_id == run_id, run_leads.c.state == state)
-            .order_by(run_leads.c.seq).limit(limit))
-        return [dict(r._mapping) for r in rows]
-
-
-def failing_leads(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
-    """Leads whose fetches keep failing, most failures first."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(failed_leads_table).order_by(
-            failed_leads_table.c.failures.desc(), failed_leads_table.c.lead_id).limit(limit))
-        return [dict(r._mapping) for r in rows]
 
 
 def recent(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:

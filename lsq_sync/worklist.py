@@ -160,3 +160,41 @@ def mark(conn: Connection, run_id: int, *, ok: Sequence[int],
     for seq, (state, why) in problems.items():
         conn.execute(update(run_leads).where(run_leads.c.run_id == run_id, run_leads.c.seq == seq)
                      .values(state=state, error=why[:1000]))
+
+
+KEEP_FAILED_LEADS_OF = 100  # runs
+KEPT_STATES = ("failed", "partial")  # lead rows kept after a run, for `runs show`
+
+
+def close(conn: Connection, run_id: int, *, keep: bool) -> None:
+    """A run ends: its lead list goes, but for the failed and partial leads (for `runs
+    show`), unless `keep`: a run that stopped early leaves it for the next pull."""
+    if not keep:
+        conn.execute(delete(run_leads).where(run_leads.c.run_id == run_id,
+                                             run_leads.c.state.not_in(KEPT_STATES)))
+
+
+def prune(engine: Engine) -> None:
+    """Forget the failed-lead lists of old finished runs."""
+    with engine.begin() as conn:
+        newest = conn.execute(select(func.max(sync_runs.c.id))).scalar()
+        if newest is None:
+            return
+        old = runs.finished(sync_runs.c.id < newest - KEEP_FAILED_LEADS_OF)
+        conn.execute(delete(run_leads).where(run_leads.c.run_id.in_(old),
+                                             run_leads.c.state.in_(KEPT_STATES)))
+
+
+def failed(engine: Engine, run_id: int, limit: int = 1000,
+           state: str = "failed") -> list[dict[str, Any]]:
+    """The run's leads in `state` (failed; partial: done with bad tasks skipped), with why;
+    failed ones also say how many fetches in a row have failed (retried up to
+    pull.MAX_LEAD_RETRIES)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(run_leads.c.lead_id, run_leads.c.error, failed_leads.c.failures)
+            .select_from(run_leads.outerjoin(
+                failed_leads, failed_leads.c.lead_id == run_leads.c.lead_id))
+            .where(run_leads.c.run_id == run_id, run_leads.c.state == state)
+            .order_by(run_leads.c.seq).limit(limit))
+        return [dict(r._mapping) for r in rows]

@@ -614,6 +614,6 @@ def test_a_task_the_database_refuses_fails_alone(
     rows = synced(engine, live=False)
     assert rows[refused].name == before.name and rows[refused].deleted_at is None
     assert rows[renamed].name == "Fine" and rows[deleted].deleted_at is not None
-    from lsq_sync import runs
-    (partial,) = runs.failed_leads(engine, result.run_id, state="partial")
+    from lsq_sync import worklist
+    (partial,) = worklist.failed(engine, result.run_id, state="partial")
     assert partial["lead_id"] == lead and "refused by the database" in partial["error"]
