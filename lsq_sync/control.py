@@ -10,7 +10,8 @@ from lsq_sync.errors import CapReached
 
 class StopReason(StrEnum):
     SIGNAL = "signal"        # SIGINT / SIGTERM: finish what is in flight, then stop
-    CALL_CAP = "call_cap"    # [lsq].max_calls_per_run or _per_day used up: a planned stop
+    CALL_CAP = "call_cap"    # [lsq].max_calls_per_run used up: a planned stop
+    DAILY_CAP = "daily_cap"  # [lsq].max_calls_per_day used up until UTC midnight: planned
     FATAL = "fatal"          # 401, an unreachable host, a database that fails: stop at once
 
 
@@ -30,19 +31,16 @@ class Stop(threading.Event):
                 self.reason = reason
         super().set()
 
-    @property
-    def planned(self) -> bool:
-        """Stopped by a signal or the call cap: the run ends early but did nothing wrong."""
-        return self.reason in (StopReason.SIGNAL, StopReason.CALL_CAP)
-
 
 class Stats:
     """The API calls of a run, counted by every thread; with a cap, the call past it is
     refused (CapReached) and the run's stop is set."""
 
-    def __init__(self, cap: int | None = None, stop: Stop | None = None) -> None:
+    def __init__(self, cap: int | None = None, stop: Stop | None = None,
+                 cap_reason: StopReason = StopReason.CALL_CAP) -> None:
         self._lock = threading.Lock()
         self.cap = cap
+        self.cap_reason = cap_reason  # which cap `cap` is
         self.stop = stop
         self.calls = 0
         self.throttled = 0
@@ -56,7 +54,7 @@ class Stats:
                 self.calls += 1
                 return
         if self.stop is not None:
-            self.stop.set(StopReason.CALL_CAP)
+            self.stop.set(self.cap_reason)
         raise CapReached
 
     def connection(self, ok: bool) -> int:

@@ -95,6 +95,9 @@ class Run:
         left = LEFT["push" if self.command == "push" else "pull"]
         if self.stop.reason == StopReason.CALL_CAP:
             return f"stopped after {self.stats.cap} API calls (the run's call cap); {left}"
+        if self.stop.reason == StopReason.DAILY_CAP:
+            return (f"stopped after {self.stats.cap} API calls: the day's call cap "
+                    f"([lsq].max_calls_per_day) is used up until UTC midnight; {left}")
         if self.stop.reason == StopReason.SIGNAL:
             return f"stopped by a signal; {left}"
         return None
@@ -180,7 +183,8 @@ class Run:
                 conn.execute(delete(sync_runs).where(sync_runs.c.id == run.id))
                 conn.execute(delete(locks).where(locks.c.run_id == run.id))
             raise
-        run.stats.cap = call_cap(engine, run.id, max_calls_per_run, max_calls_per_day)
+        run.stats.cap, run.stats.cap_reason = call_cap(engine, run.id, max_calls_per_run,
+                                                       max_calls_per_day)
         heartbeat = lock.Heartbeat(engine, run.id, log).start()
         structlog.contextvars.bind_contextvars(run_id=run.id)
         started = time.monotonic()
@@ -224,13 +228,14 @@ class Run:
             structlog.contextvars.unbind_contextvars("run_id")
 
 
-def call_cap(engine: Engine, run_id: int, per_run: int, per_day: int) -> int | None:
-    """How many calls run `run_id` may make: `per_run`, and what is left of `per_day`
-    (counted over the runs started since UTC midnight); 0 means no cap."""
-    caps = []
-    if per_run:
-        caps.append(per_run)
+def call_cap(engine: Engine, run_id: int, per_run: int,
+             per_day: int) -> tuple[int | None, StopReason]:
+    """How many calls run `run_id` may make, and which cap that is: `per_run`, or what is
+    left of `per_day` (counted over the runs started since UTC midnight); 0 means none."""
+    cap, reason = (per_run or None), StopReason.CALL_CAP
     if per_day:
         midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-        caps.append(max(0, per_day - runs.calls_since(engine, midnight, but=run_id)))
-    return min(caps) if caps else None
+        left = max(0, per_day - runs.calls_since(engine, midnight, but=run_id))
+        if cap is None or left < cap:
+            cap, reason = left, StopReason.DAILY_CAP
+    return cap, reason

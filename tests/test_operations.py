@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,10 @@ def test_max_calls_per_day_counts_every_run_of_the_day(
     assert app.pull(cfg, PullOptions()).counts.api_calls == 25
     second = app.pull(cfg, PullOptions())
     assert second.counts.api_calls == 0 and second.status == "partial"
+    assert "max_calls_per_day) is used up until UTC midnight" in (second.stopped or "")
+    bound = app.pull(replace(cfg, lsq=replace(cfg.lsq, max_calls_per_day=40,
+                                              max_calls_per_run=10)), PullOptions())
+    assert bound.counts.api_calls == 10 and "the run's call cap" in (bound.stopped or "")
 
 
 def test_a_lock_of_a_dead_process_is_taken_over(engine: Engine) -> None:
