@@ -16,7 +16,7 @@ from lsq_sync.client import LsqClient
 from lsq_sync.db import describe
 from lsq_sync.errors import ApiError, FatalError, StoreError
 from lsq_sync.progress import Progress
-from lsq_sync.run import GRACE_S, Run
+from lsq_sync.run import GRACE_S, Run, Tx
 from lsq_sync.store import LeadOutcome, write_batch
 from lsq_sync.types import utcnow
 
@@ -218,9 +218,12 @@ class Puller:
     def _write(self, outcomes: list[LeadOutcome]) -> None:
         ok = sum(1 for o in outcomes if o.ok)
         failed = len(outcomes) - ok
-        with self.run.begin() as tx:
+
+        def write(tx: Tx) -> None:
             result = write_batch(tx.conn, outcomes, run_id=self.run.id, now=utcnow(),
                                  history=self.history)
             tx.add(leads_ok=ok, leads_failed=failed, tasks_upserted=result.upserted,
                    tasks_deleted=result.deleted, tasks_skipped=result.skipped)
+
+        self.run.write(write)  # a push writing the same leads may deadlock it: run again
         self.progress.advance(ok=ok, failed=failed)

@@ -18,7 +18,7 @@ from lsq_sync.db import chunks, describe, retry_conflicts
 from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
 from lsq_sync.errors import ApiError, FatalError, RejectedError, Stopped, StoreError
 from lsq_sync.models import edit_claims, task_edits, tasks
-from lsq_sync.run import Run
+from lsq_sync.run import Run, Tx
 from lsq_sync.states import EditStatus, OnConflict
 from lsq_sync.store import LeadOutcome, raw_hash, record_history, write_batch
 from lsq_sync.tasks import parse_date
@@ -128,30 +128,29 @@ class Pusher:
         known = [s.value for s in EditStatus]
         run_id = self.run.id
 
-        def settle() -> int:
+        def settle(tx: Tx) -> int:
             failed = 0
-            with self.run.begin() as tx:
-                conn = tx.conn
-                odd = conn.execute(select(task_edits.c.status).distinct().where(
-                    task_edits.c.status.is_not(None),
-                    task_edits.c.status.not_in(known))).scalars().all()
-                for value in odd:
-                    status = EditStatus.parse(value) if isinstance(value, str) else None
-                    if status is None:
-                        shown = repr(value)[:40]
-                        failed += int(conn.execute(update(task_edits).where(
-                            task_edits.c.status == value).values(
-                            status=EditStatus.FAILED, run_id=run_id,
-                            last_error=f"unknown status {shown}; use NULL or 'pending'"
-                        )).rowcount or 0)
-                    else:
-                        conn.execute(update(task_edits).where(task_edits.c.status == value)
-                                     .values(status=status))
-                tx.add(edits_failed=failed)
+            conn = tx.conn
+            odd = conn.execute(select(task_edits.c.status).distinct().where(
+                task_edits.c.status.is_not(None),
+                task_edits.c.status.not_in(known))).scalars().all()
+            for value in odd:
+                status = EditStatus.parse(value) if isinstance(value, str) else None
+                if status is None:
+                    shown = repr(value)[:40]
+                    failed += int(conn.execute(update(task_edits).where(
+                        task_edits.c.status == value).values(
+                        status=EditStatus.FAILED, run_id=run_id,
+                        last_error=f"unknown status {shown}; use NULL or 'pending'"
+                    )).rowcount or 0)
+                else:
+                    conn.execute(update(task_edits).where(task_edits.c.status == value)
+                                 .values(status=status))
+            tx.add(edits_failed=failed)
             return failed
 
         try:
-            failed = retry_conflicts(settle)
+            failed = self.run.write(settle)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the edit queue: {describe(exc)}") from None
         if failed:
@@ -358,11 +357,13 @@ class Pusher:
         if job.rows is not None:
             # The read is a pull of that lead: written the way a pull writes it.
             outcome = LeadOutcome(0, job.lead_id, rows=job.rows, skipped=job.bad)
+            def write(tx: Tx) -> None:
+                written = write_batch(tx.conn, [outcome], run_id=run_id, now=utcnow(),
+                                      history=self.history)
+                tx.add(tasks_upserted=written.upserted, tasks_deleted=written.deleted)
+
             try:
-                with self.run.begin() as tx:
-                    written = write_batch(tx.conn, [outcome], run_id=run_id, now=utcnow(),
-                                          history=self.history)
-                    tx.add(tasks_upserted=written.upserted, tasks_deleted=written.deleted)
+                self.run.write(write)
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot write lead {job.lead_id}: {describe(exc)}") from None
         if job.read_error is not None:
@@ -387,13 +388,15 @@ class Pusher:
         if not prepared.rejected:
             return
         now = utcnow()
+        def write(tx: Tx) -> None:
+            for edit_id, why in prepared.rejected.items():
+                tx.conn.execute(update(task_edits).where(task_edits.c.id == edit_id)
+                                .values(status=EditStatus.FAILED, last_error=why[:2000],
+                                        run_id=self.run.id))
+            tx.add(edits_failed=len(prepared.rejected))
+
         try:
-            with self.run.begin() as tx:
-                for edit_id, why in prepared.rejected.items():
-                    tx.conn.execute(update(task_edits).where(task_edits.c.id == edit_id)
-                                    .values(status=EditStatus.FAILED, last_error=why[:2000],
-                                            run_id=self.run.id))
-                tx.add(edits_failed=len(prepared.rejected))
+            self.run.write(write)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record edit outcomes: {describe(exc)}") from None
         for edit_id, why in prepared.rejected.items():
@@ -410,32 +413,35 @@ class Pusher:
         rows = task_edits.c.id.in_(ids)
         attempts = func.coalesce(task_edits.c.attempts, 0) + 1
         now = utcnow()
+
+        def write(tx: Tx) -> None:
+            conn = tx.conn
+            if decided.outcome == "send":
+                conn.execute(update(task_edits).where(rows).values(
+                    status=EditStatus.SENT, sent_at=now, attempts=attempts, run_id=run_id,
+                    last_error=decided.describe()))
+                assert sent.remote is not None
+                self._apply(conn, decided, sent.remote, now)
+                if self.history:
+                    record_history(conn, [decided.task_id], now)
+                tx.add(edits_sent=len(ids))
+            elif decided.outcome == "applied":
+                conn.execute(update(task_edits).where(rows).values(
+                    status=EditStatus.SENT, sent_at=now, run_id=run_id, last_error=None))
+                tx.add(edits_sent=len(ids))
+            elif decided.outcome == "dropped":
+                conn.execute(update(task_edits).where(rows).values(
+                    status=EditStatus.CANCELLED, run_id=run_id,
+                    last_error=decided.describe()))
+            else:  # conflict, gone
+                conn.execute(update(task_edits).where(rows).values(
+                    status=EditStatus.CONFLICT, run_id=run_id,
+                    last_error=(decided.describe() or "")[:4000]))
+                tx.add(edits_conflict=len(ids))
+            self.release(conn, run_id, decided.task_id)
+
         try:
-            with self.run.begin() as tx:
-                conn = tx.conn
-                if decided.outcome == "send":
-                    conn.execute(update(task_edits).where(rows).values(
-                        status=EditStatus.SENT, sent_at=now, attempts=attempts, run_id=run_id,
-                        last_error=decided.describe()))
-                    assert sent.remote is not None
-                    self._apply(conn, decided, sent.remote, now)
-                    if self.history:
-                        record_history(conn, [decided.task_id], now)
-                    tx.add(edits_sent=len(ids))
-                elif decided.outcome == "applied":
-                    conn.execute(update(task_edits).where(rows).values(
-                        status=EditStatus.SENT, sent_at=now, run_id=run_id, last_error=None))
-                    tx.add(edits_sent=len(ids))
-                elif decided.outcome == "dropped":
-                    conn.execute(update(task_edits).where(rows).values(
-                        status=EditStatus.CANCELLED, run_id=run_id,
-                        last_error=decided.describe()))
-                else:  # conflict, gone
-                    conn.execute(update(task_edits).where(rows).values(
-                        status=EditStatus.CONFLICT, run_id=run_id,
-                        last_error=(decided.describe() or "")[:4000]))
-                    tx.add(edits_conflict=len(ids))
-                self.release(conn, run_id, decided.task_id)
+            self.run.write(write)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record the outcome of task {decided.task_id}'s edits: "
                              f"{describe(exc)}") from None
@@ -458,24 +464,28 @@ class Pusher:
         ids = prepared.ids
         rows = task_edits.c.id.in_(ids)
         attempts = func.coalesce(task_edits.c.attempts, 0) + 1
+
+        def write(tx: Tx) -> int:
+            conn = tx.conn
+            if isinstance(error, RejectedError):  # the same body fails the same way
+                conn.execute(update(task_edits).where(rows).values(
+                    status=EditStatus.FAILED, attempts=attempts, run_id=run_id,
+                    last_error=self._why(error)))
+                failed = len(ids)
+            else:
+                conn.execute(update(task_edits).where(rows).values(
+                    attempts=attempts, run_id=run_id, last_error=self._why(error)))
+                conn.execute(update(task_edits).where(
+                    rows, task_edits.c.attempts >= self.max_edit_attempts
+                ).values(status=EditStatus.FAILED))
+                failed = conn.execute(select(func.count()).select_from(task_edits).where(
+                    rows, task_edits.c.status == EditStatus.FAILED)).scalar_one()
+            tx.add(edits_failed=failed)
+            self.release(conn, run_id, prepared.task_id)
+            return int(failed)
+
         try:
-            with self.run.begin() as tx:
-                conn = tx.conn
-                if isinstance(error, RejectedError):  # the same body fails the same way
-                    conn.execute(update(task_edits).where(rows).values(
-                        status=EditStatus.FAILED, attempts=attempts, run_id=run_id,
-                        last_error=self._why(error)))
-                    failed = len(ids)
-                else:
-                    conn.execute(update(task_edits).where(rows).values(
-                        attempts=attempts, run_id=run_id, last_error=self._why(error)))
-                    conn.execute(update(task_edits).where(
-                        rows, task_edits.c.attempts >= self.max_edit_attempts
-                    ).values(status=EditStatus.FAILED))
-                    failed = conn.execute(select(func.count()).select_from(task_edits).where(
-                        rows, task_edits.c.status == EditStatus.FAILED)).scalar_one()
-                tx.add(edits_failed=failed)
-                self.release(conn, run_id, prepared.task_id)
+            failed = self.run.write(write)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record the outcome of task {prepared.task_id}'s edits: "
                              f"{describe(exc)}") from None

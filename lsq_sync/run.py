@@ -25,6 +25,7 @@ from lsq_sync.workers import Workers
 if TYPE_CHECKING:
     from lsq_sync.logs import Logger
 
+T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -87,6 +88,15 @@ class Run:
             after = self.current().plus(**tx.delta)
             runs.save_counts(conn, self.id, after)
         self.counts = after
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        """`work` in a transaction of `begin()`, run again whole if the database aborts it
+        over a lock conflict with another run (a pull and a push write the same leads)."""
+        def once() -> T:
+            with self.begin() as tx:
+                return work(tx)
+
+        return db.retry_conflicts(once)
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -50,6 +50,27 @@ def test_counts_are_saved_with_the_work_and_adopted_after_commit(store: Engine) 
     assert saved(store, run.id, "status") == "succeeded"
 
 
+def test_a_write_aborted_by_a_lock_conflict_runs_again_whole(store: Engine) -> None:
+    """A deadlock with another run (a pull and a push writing one lead): the unit of work
+    runs again, and its counts are taken once."""
+    from sqlalchemy.exc import OperationalError
+    attempts: list[int] = []
+
+    def work(tx: Any) -> str:
+        attempts.append(1)
+        tx.conn.execute(update(sync_runs).where(sync_runs.c.id == tx_run.id)
+                        .values(error=f"attempt {len(attempts)}"))
+        tx.add(leads_ok=2)
+        if len(attempts) == 1:
+            raise OperationalError("UPDATE", {}, Exception(1213, "Deadlock found"))
+        return "written"
+
+    with Run.open(store, "pull", get_logger()) as tx_run:
+        assert tx_run.write(work) == "written"
+        assert tx_run.counts.leads_ok == 2 and saved(store, tx_run.id, "leads_ok") == 2
+        assert saved(store, tx_run.id, "error") == "attempt 2" and len(attempts) == 2
+
+
 def test_calls_reach_the_row_with_every_save_and_at_the_end(store: Engine) -> None:
     with Run.open(store, "pull", get_logger()) as run:
         run.stats.take_call()
