@@ -243,36 +243,47 @@ class LsqClient:
 
     def _attempt(self, http: httpx.Client, method: str, url: httpx.URL, path: str,
                  json_body: Any, throttles: list[int]) -> Any:
-        """One attempt: a slot, the request, its answer; throttles are waited out here."""
+        """One attempt: a call counted against the run's cap, a slot, the request and its
+        answer; throttles are waited out here."""
         while True:
             self.stats.take_call()
             slot = self.limiter.acquire()
             try:
-                try:
-                    response = http.request(method, url, json=json_body,
-                                            extensions={"trace": self._tracer(slot)})
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    if self.stats.connection(ok=False) >= UNREACHABLE_AFTER:
-                        raise UnreachableError(
-                            f"cannot reach [lsq].base_url ({httpx.URL(self.cfg.base_url).host}"
-                            f": {self._transport_error(exc)}); nothing was marked failed, "
-                            f"the next run continues; `lsq-sync doctor` checks the host"
-                        ) from None
-                    raise
-                self.stats.connection(ok=True)
+                response = self._send(http, method, url, json_body, slot)
                 return classify(response.status_code, response.content, self._forms)
             except ThrottledError as exc:
-                self.stats.add(throttled=1)
-                throttles[0] += 1
-                new_limit = self.limiter.throttled(exc.calls, exc.period_s)
-                self._on_event("throttled", path=path, status=exc.status_code,
-                               stated_calls=exc.calls, stated_period_s=exc.period_s,
-                               new_limit=new_limit)
-                if throttles[0] >= self.cfg.max_throttle_waits:
-                    raise StillThrottled(
-                        f"still rate-limited after {throttles[0]} waits; another "
-                        f"integration may be using the account's whole budget"
-                    ) from None
+                self._throttled(exc, path, throttles)
+
+    def _throttled(self, exc: ThrottledError, path: str, throttles: list[int]) -> None:
+        """A throttle: the limiter adopts what it states and pauses; the call waits and
+        goes again, unless it was throttled max_throttle_waits times already."""
+        self.stats.add(throttled=1)
+        throttles[0] += 1
+        new_limit = self.limiter.throttled(exc.calls, exc.period_s)
+        self._on_event("throttled", path=path, status=exc.status_code,
+                       stated_calls=exc.calls, stated_period_s=exc.period_s,
+                       new_limit=new_limit)
+        if throttles[0] >= self.cfg.max_throttle_waits:
+            raise StillThrottled(f"still rate-limited after {throttles[0]} waits; another "
+                                 f"integration may be using the account's whole budget"
+                                 ) from None
+
+    def _send(self, http: httpx.Client, method: str, url: httpx.URL, json_body: Any,
+              slot: float) -> httpx.Response:
+        """The request; connections that fail again and again (any thread) mean the host
+        is wrong or down: UnreachableError stops the run."""
+        try:
+            response = http.request(method, url, json=json_body,
+                                    extensions={"trace": self._tracer(slot)})
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if self.stats.connection(ok=False) >= UNREACHABLE_AFTER:
+                raise UnreachableError(
+                    f"cannot reach [lsq].base_url ({httpx.URL(self.cfg.base_url).host}: "
+                    f"{self._transport_error(exc)}); nothing was marked failed, the next run "
+                    f"continues; `lsq-sync doctor` checks the host") from None
+            raise
+        self.stats.connection(ok=True)
+        return response
 
     def _tracer(self, slot: float) -> Callable[[str, Any], None]:
         def trace(event: str, _info: Any) -> None:
