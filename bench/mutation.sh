@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Mutation testing (issue 15): mutmut over the modules that decide correctness (the
-# limiter, response classification, task parsing, edit checks and merging, the batch
+# Mutation testing (issue 15): mutmut over the modules that decide correctness (the run
+# core, the limiter, response classification, task parsing, edit checks and merging, the batch
 # writer, the upsert), each mutant judged by those modules' fast tests, on SQLite (the
 # PostgreSQL-only upsert path is reported as surviving unless LSQ_TEST_POSTGRES_URL is
 # set). Configuration: [tool.mutmut] in pyproject.toml; mutants are built in mutants/.

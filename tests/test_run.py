@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
@@ -169,3 +170,107 @@ def test_a_signal_drops_the_queued_jobs(store: Engine) -> None:
     assert 5 <= len(handled) < 20
     assert run.stopped == "stopped by a signal; the next pull continues with the rest"
     assert saved(store, run.id, "status") == "partial"
+
+
+def test_throttles_are_counted_once_however_often_the_counts_are_saved(store: Engine) -> None:
+    with Run.open(store, "pull", get_logger()) as run:
+        run.stats.add(throttled=2)
+        for _ in range(3):
+            with run.begin():
+                pass
+        assert run.current().throttled == 2 and saved(store, run.id, "throttled") == 2
+
+
+def test_a_complete_drive_leaves_the_stop_unset(store: Engine) -> None:
+    """sync runs the pull after the push on the same run: a push that did everything must
+    not leave the run stopping."""
+    with Run.open(store, "sync", get_logger(), workers=3) as run:
+        assert run.drive(lambda job: job, iter(range(10)), lambda _: None) is True
+        assert not run.stop.is_set() and run.stopped is None
+
+
+def test_an_error_in_the_handler_stops_the_workers_left_behind(store: Engine) -> None:
+    def handle(done: list[int]) -> None:
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError), Run.open(store, "pull", get_logger()) as run:
+        run.drive(lambda job: job, iter(range(10)), handle)
+    assert run.stop.reason == StopReason.FATAL
+
+
+def test_after_the_first_job_the_workers_run_side_by_side(store: Engine) -> None:
+    meet = threading.Barrier(4, timeout=20)  # broken unless four jobs run at once
+
+    def work(job: int) -> int:
+        if job > 0:
+            meet.wait()
+        return job
+
+    with Run.open(store, "pull", get_logger(), workers=4) as run:
+        assert run.drive(work, iter(range(5)), lambda _: None) is True
+
+
+def test_a_stop_at_any_point_leaves_the_work_incomplete(store: Engine) -> None:
+    """Even a stop that comes with the last result: a job the stop cut short is not always
+    seen, so a pass stopped at any point is not complete (the next run finishes it)."""
+    with structlog.testing.capture_logs() as events, \
+            Run.open(store, "pull", get_logger(), workers=2) as run:
+        def handle(done: list[int]) -> None:
+            if 2 in done:
+                run.stop.set(StopReason.SIGNAL)
+
+        assert run.drive(lambda job: job, iter(range(3)), handle) is False
+    stopping = [e for e in events if e["event"] == "stopping"]
+    assert stopping == [{"event": "stopping", "log_level": "warning",
+                         "reason": "stopped by a signal; the next pull continues with the "
+                                   "rest", "in_flight": 0}]
+
+
+def test_requests_in_flight_past_the_grace_are_abandoned(store: Engine) -> None:
+    release = threading.Event()
+
+    def work(job: int) -> int:
+        if job == 2:
+            run.stop.set(StopReason.SIGNAL)
+        if job > 0:
+            release.wait(30)  # an answer that does not come in time
+        return job
+
+    handled: list[int] = []
+    try:
+        with structlog.testing.capture_logs() as events, \
+                Run.open(store, "pull", get_logger(), workers=4) as run:
+            assert run.drive(work, iter(range(10)), handled.extend, grace_s=0.1) is False
+    finally:
+        release.set()
+    assert handled == [0]
+    abandoned = [e for e in events if e["event"] == "abandoned_in_flight"]
+    assert abandoned == [{"event": "abandoned_in_flight", "log_level": "warning",
+                          "requests": 4}]
+    assert saved(store, run.id, "status") == "partial"
+
+
+def test_the_tighter_cap_binds_and_the_day_counts_other_runs_only(store: Engine) -> None:
+    from datetime import timedelta
+
+    from lsq_sync import runs
+    from lsq_sync.run import call_cap
+    from lsq_sync.types import utcnow
+    assert call_cap(store, 0, 0, 0) == (None, StopReason.CALL_CAP)
+    assert call_cap(store, 0, 30, 0) == (30, StopReason.CALL_CAP)
+    assert call_cap(store, 0, 0, 100) == (100, StopReason.DAILY_CAP)
+    today, yesterday, mine = (runs.start(store, "pull") for _ in range(3))
+    with store.begin() as conn:
+        for run_id, calls in ((today, 60), (yesterday, 1000), (mine, 7)):
+            conn.execute(update(sync_runs).where(sync_runs.c.id == run_id)
+                         .values(api_calls=calls))
+        midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        conn.execute(update(sync_runs).where(sync_runs.c.id == today)
+                     .values(started_at=midnight))  # the first instant of the day counts
+        conn.execute(update(sync_runs).where(sync_runs.c.id == yesterday)
+                     .values(started_at=midnight - timedelta(microseconds=1)))
+    assert call_cap(store, mine, 0, 100) == (40, StopReason.DAILY_CAP)
+    assert call_cap(store, mine, 30, 100) == (30, StopReason.CALL_CAP)
+    assert call_cap(store, mine, 40, 100) == (40, StopReason.CALL_CAP)
+    assert call_cap(store, mine, 50, 100) == (40, StopReason.DAILY_CAP)
+    assert call_cap(store, mine, 0, 50) == (0, StopReason.DAILY_CAP)  # never below 0
