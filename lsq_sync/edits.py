@@ -275,7 +275,9 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
 
     A field no edit touches is sent as the CRM holds it; an edited field whose remote
     value equals its base or its local value is sent as edited; one that differs from both
-    is a conflict, settled by `on_conflict`.
+    is a conflict, settled by `on_conflict`. A remote value that an earlier edit of this
+    batch set is ours, not the CRM's: that edit's Update went out, but the run that sent
+    it died before recording it, and the later edits' bases were taken before it landed.
     """
     result = Plan(prepared.task_id, prepared.ids, "send")
     if remote is None:
@@ -286,6 +288,7 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
         return result
     result.remote = now = snapshot(remote)
     local: dict[str, tuple[Any, Any]] = {}  # field -> (local value, that edit's base value)
+    ours: dict[str, list[Any]] = {}  # column -> the values the edits set (some maybe sent)
     notify = default_notify
     for edit in prepared.edits:
         if "owner_id" in edit.fields or "owner_email" in edit.fields:
@@ -295,13 +298,16 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
             if name == "notify_by":
                 notify = value
                 continue
-            local[name] = (value, edit.base.get("owner_id" if name == "owner_email" else name))
+            column = "owner_id" if name == "owner_email" else name
+            if name != "owner_email":
+                ours.setdefault(column, []).append(value)
+            local[name] = (value, edit.base.get(column))
     for name, (value, base) in local.items():
         column = "owner_id" if name == "owner_email" else name
         # An owner given by email cannot be compared with the CRM's owner id.
         if name != "owner_email" and _same(column, value, now[column]):
             continue
-        if _same(column, now[column], base):
+        if any(_same(column, now[column], known) for known in [base, *ours.get(column, ())]):
             result.values[name] = value
             continue
         conflict = Conflict(name, base, now[column], value)

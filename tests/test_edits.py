@@ -153,6 +153,27 @@ def test_each_field_is_judged_against_the_base_of_the_edit_that_set_it() -> None
                                                             "name": "Local"}
 
 
+@pytest.mark.parametrize(("remote", "outcome"), [
+    ({"name": "First", "owner_id": OTHER}, "send"),   # edit 1 went out, unrecorded
+    ({}, "send"),                                      # nothing went out
+    ({"name": "CRM"}, "conflict"),                     # a change made in the CRM
+    ({"owner_id": "00000000-0000-4000-8000-000000000000"}, "conflict"),  # likewise
+])
+def test_a_value_an_earlier_pending_edit_set_is_ours_not_a_crm_change(
+        remote: dict[str, Any], outcome: str) -> None:
+    # A run sent edit 1's Update and was killed before recording it; edit 2's base was
+    # taken from lsq_tasks before edit 1 landed, so the CRM's value is edit 1's.
+    rows = [{"id": 1, "name": "First", "owner_id": OTHER, "base": BASE},
+            {"id": 2, "name": "Second", "owner_email": "x@y.co", "base": BASE}]
+    decided = plan(prepare("t-1", rows, TASK), {**TASK, **remote}, "1000")
+    assert decided.outcome == outcome
+    if outcome == "send":
+        assert decided.values == {"name": "Second", "owner_email": "x@y.co"}
+    else:
+        (conflict,) = decided.conflicts
+        assert conflict.field == next(iter(remote)).replace("owner_id", "owner_email")
+
+
 def test_a_task_gone_from_its_lead_is_held() -> None:
     decided = plan(edits_of({"reminder_minutes": 5}), None, "1000")
     assert decided.outcome == "gone" and decided.payload is None
