@@ -17,7 +17,7 @@ import click
 # SQLAlchemy, httpx and structlog. Each command imports what it uses.
 from lsq_sync import __version__
 from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
-from lsq_sync.states import EditStatus, LogFormat, LogLevel
+from lsq_sync.states import EditStatus, LeadState, LogFormat, LogLevel
 
 if TYPE_CHECKING:
     from lsq_sync import app
@@ -461,7 +461,7 @@ def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
     if row is None:
         raise ConfigError(f"there is no run {run_id}; `lsq-sync runs` lists them")
     failed = worklist.failed(engine, run_id)
-    partial = worklist.failed(engine, run_id, state="partial")
+    partial = worklist.failed(engine, run_id, state=LeadState.PARTIAL)
     held = edit_queue.of_run(engine, run_id)
     if as_json:
         click.echo(json.dumps({**_jsonable(row), "failed_leads": failed,

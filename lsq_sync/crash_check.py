@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from lsq_sync.config import to_toml
 from lsq_sync.models import sync_runs, task_edits, tasks
 from lsq_sync.simulator import Simulator
+from lsq_sync.states import RunStatus
 
 
 @dataclass
@@ -132,7 +133,7 @@ def check(engine: Engine, sim: Simulator, report: Report) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = {r.task_id: r for r in conn.execute(select(tasks))}
         edits = list(conn.execute(select(task_edits).order_by(task_edits.c.id)))
-        running = conn.execute(select(sync_runs.c.id).where(sync_runs.c.status == "running")
+        running = conn.execute(select(sync_runs.c.id).where(sync_runs.c.status == RunStatus.RUNNING)
                                ).scalars().all()
         claims = conn.execute(text("SELECT COUNT(*) FROM lsq_edit_claims")).scalar_one()
         integrity = (conn.execute(text("PRAGMA integrity_check")).scalar_one()

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from lsq_sync.errors import ConfigError, StoreError
 from lsq_sync.models import failed_leads, sync_runs, task_edits
 from lsq_sync.runs import RunCounts
-from lsq_sync.states import EditStatus
+from lsq_sync.states import EditStatus, RunStatus
 from lsq_sync.types import utcnow
 
 COMMANDS = ("pull", "push", "sync")
@@ -48,7 +48,7 @@ def report(engine: Engine) -> dict[str, Any]:
         for command in COMMANDS:
             last = conn.execute(select(sync_runs).where(sync_runs.c.command == command)
                                 .order_by(sync_runs.c.id.desc()).limit(1)).first()
-            ok = sync_runs.c.status == "succeeded"
+            ok = sync_runs.c.status == RunStatus.SUCCEEDED
             if command != "push":
                 ok = or_(ok, sync_runs.c.pass_complete.is_(True))
             success = conn.execute(select(func.max(sync_runs.c.finished_at)).where(
@@ -64,7 +64,7 @@ def report(engine: Engine) -> dict[str, Any]:
                                      ).scalar_one()
         running = conn.execute(select(sync_runs.c.id, sync_runs.c.command, sync_runs.c.pid,
                                       sync_runs.c.host, sync_runs.c.started_at)
-                               .where(sync_runs.c.status == "running")).mappings().all()
+                               .where(sync_runs.c.status == RunStatus.RUNNING)).mappings().all()
     pulls = [commands[c]["last_success_at"] for c in ("pull", "sync")]
     return {"commands": commands,
             "last_pull_success_at": max((p for p in pulls if p), default=None),
@@ -130,8 +130,8 @@ def write_textfile(path: str, report_: dict[str, Any]) -> None:
         if run is not None:
             when = run["finished_at"] or run["started_at"]
             last_ts.labels(command).set(when.timestamp())
-            for name in ("running", "succeeded", "partial", "failed"):
-                status.labels(command, name).set(1 if run["status"] == name else 0)
+            for state in RunStatus:
+                status.labels(command, state).set(1 if run["status"] == state else 0)
             if run["duration_s"] is not None:
                 duration.labels(command).set(run["duration_s"])
             for name in COUNT_NAMES:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync.db import describe
 from lsq_sync.errors import LockedError, StoreError
 from lsq_sync.models import locks, sync_runs
+from lsq_sync.states import RunStatus
 from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
 
@@ -52,7 +53,7 @@ def reap(engine: Engine) -> list[int]:
     with engine.begin() as conn:
         rows = conn.execute(select(sync_runs.c.id, sync_runs.c.pid, sync_runs.c.host,
                                    sync_runs.c.heartbeat_at)
-                            .where(sync_runs.c.status == "running")).all()
+                            .where(sync_runs.c.status == RunStatus.RUNNING)).all()
         for row in rows:
             if row.pid == os.getpid() and row.host == HOST:
                 continue
@@ -60,8 +61,8 @@ def reap(engine: Engine) -> list[int]:
                 seen = row.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S") if row.heartbeat_at \
                     else "never"
                 conn.execute(update(sync_runs).where(
-                    sync_runs.c.id == row.id, sync_runs.c.status == "running").values(
-                    status="failed", finished_at=now,
+                    sync_runs.c.id == row.id, sync_runs.c.status == RunStatus.RUNNING).values(
+                    status=RunStatus.FAILED, finished_at=now,
                     error=f"abandoned: pid {row.pid} on {row.host} stopped without finishing "
                           f"(last heartbeat {seen} UTC)"))
                 reaped.append(row.id)

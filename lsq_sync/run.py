@@ -202,8 +202,7 @@ class Run:
         keep = False
         try:
             yield run
-            run.status = RunStatus(runs.status_for(run.counts, aborted=False,
-                                                   stopped=run.stopped is not None))
+            run.status = runs.status_for(run.counts, stopped=run.stopped is not None)
             run.error = run.stopped
             keep = run.stopped is not None
         except LsqSyncError as exc:

@@ -50,7 +50,7 @@ def start(engine: Engine, command: str) -> int:
     now = utcnow()
     with engine.begin() as conn:
         result = conn.execute(insert(sync_runs).values(
-            command=command, started_at=now, heartbeat_at=now, status="running",
+            command=command, started_at=now, heartbeat_at=now, status=RunStatus.RUNNING,
             pid=os.getpid(), host=HOST))
         key = result.inserted_primary_key
         assert key is not None
@@ -62,7 +62,7 @@ def save_counts(conn: Connection, run_id: int, counts: RunCounts) -> None:
                  .values(heartbeat_at=utcnow(), **counts.as_dict()))
 
 
-def finish(conn: Connection, run_id: int, status: str, counts: RunCounts,
+def finish(conn: Connection, run_id: int, status: RunStatus, counts: RunCounts,
            error: str | None = None) -> None:
     """Close the run's row (in the transaction that also settles its lead list, see
     run.Run.open)."""
@@ -169,10 +169,9 @@ def what_failed(counts: RunCounts) -> str:
     return ", ".join(parts)
 
 
-def status_for(counts: RunCounts, *, aborted: bool, stopped: bool = False) -> str:
-    if aborted:
-        return "failed"
-    return "partial" if counts.failures or stopped else "succeeded"
+def status_for(counts: RunCounts, *, stopped: bool = False) -> RunStatus:
+    """How a run that ended without an error went (one that raised is failed)."""
+    return RunStatus.PARTIAL if counts.failures or stopped else RunStatus.SUCCEEDED
 
 
 def duration(started: datetime | None, finished: datetime | None) -> float | None:

@@ -1,4 +1,4 @@
-"""The states of runs and queued edits, and the words enumerated config keys take."""
+"""The states of runs, their leads and queued edits, and the words enumerated config keys take."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     PARTIAL = "partial"
     FAILED = "failed"
+
+
+class LeadState(StrEnum):
+    """lsq_run_leads.state: where a lead of a run's worklist stands."""
+
+    TODO = "todo"        # still to fetch (by this run, or by the next if it stops)
+    DONE = "done"        # done by an earlier run of the same pass (carried over)
+    OK = "ok"            # fetched and written
+    FAILED = "failed"    # the fetch or the write failed; kept for `runs show`
+    PARTIAL = "partial"  # written, with bad tasks skipped; kept for `runs show`
 
 
 class EditStatus(StrEnum):

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from lsq_sync import worklist
 from lsq_sync.db import chunks
 from lsq_sync.models import failed_leads, task_history, tasks
+from lsq_sync.states import LeadState
 from lsq_sync.types import UTCDateTime, json_dumps
 from lsq_sync.upsert import upsert
 
@@ -109,7 +110,8 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
     for part in chunks(unchanged):
         conn.execute(update(tasks).where(tasks.c.task_id.in_(part)).values(last_synced_at=now))
 
-    problems = {o.seq: ("failed", o.error or "") if not o.ok else ("partial", "skipped bad tasks: "
+    problems = {o.seq: (LeadState.FAILED, o.error or "") if not o.ok else (
+                LeadState.PARTIAL, "skipped bad tasks: "
                 + "; ".join(f"{tid}: {reason}" for tid, reason in o.skipped.items()))
                 for o in outcomes if not o.ok or o.skipped}
     worklist.mark(conn, run_id, ok=[o.seq for o in good if not o.skipped], problems=problems)

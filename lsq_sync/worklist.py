@@ -17,7 +17,11 @@ from lsq_sync.db import chunks, describe
 from lsq_sync.errors import StoreError
 from lsq_sync.leads import check_lead_id
 from lsq_sync.models import failed_leads, run_leads, sync_runs
+from lsq_sync.states import LeadState
 from lsq_sync.upsert import insert_ignore_statement
+
+KEEP_FAILED_LEADS_OF = 100  # runs
+KEPT_STATES = (LeadState.FAILED, LeadState.PARTIAL)  # lead rows kept after a run, for `runs show`
 
 
 @dataclass
@@ -78,7 +82,7 @@ def unfinished_run(engine: Engine, current: int) -> int | None:
     with engine.connect() as conn:
         value = conn.execute(
             select(func.max(run_leads.c.run_id)).where(
-                run_leads.c.state == "todo", run_leads.c.run_id != current,
+                run_leads.c.state == LeadState.TODO, run_leads.c.run_id != current,
                 run_leads.c.run_id.in_(runs.finished(
                     sync_runs.c.pass_started_at.is_not(None),
                     sync_runs.c.command.in_(("pull", "sync")))))).scalar()
@@ -91,22 +95,23 @@ def carry_over(engine: Engine, previous: int, current: int, retry_below: int = 0
     what it or the runs it continued already did is marked `done`, so that staging the
     query skips it; but a lead that failed (fewer than `retry_below` times in a row) is to
     do again. Returns (last seq used, leads marked done)."""
-    state = case((run_leads.c.state == "todo", literal("todo")), else_=literal("done"))
+    state = case((run_leads.c.state == LeadState.TODO, literal(LeadState.TODO.value)),
+                 else_=literal(LeadState.DONE.value))
     with engine.begin() as conn:
         conn.execute(insert(run_leads).from_select(
             ["run_id", "seq", "lead_id", "state"],
             select(literal(current), run_leads.c.seq, run_leads.c.lead_id, state)
             .where(run_leads.c.run_id == previous)))
         conn.execute(delete(run_leads).where(run_leads.c.run_id == previous,
-                                             run_leads.c.state.not_in(("failed", "partial"))))
+                                             run_leads.c.state.not_in(KEPT_STATES)))
         conn.execute(update(run_leads).where(
-            run_leads.c.run_id == current, run_leads.c.state == "done",
+            run_leads.c.run_id == current, run_leads.c.state == LeadState.DONE,
             run_leads.c.lead_id.in_(select(failed_leads.c.lead_id).where(
-                failed_leads.c.failures < retry_below))).values(state="todo"))
+                failed_leads.c.failures < retry_below))).values(state=LeadState.TODO))
         last = conn.execute(select(func.max(run_leads.c.seq))
                             .where(run_leads.c.run_id == current)).scalar()
         done = conn.execute(select(func.count()).select_from(run_leads).where(
-            run_leads.c.run_id == current, run_leads.c.state == "done")).scalar_one()
+            run_leads.c.run_id == current, run_leads.c.state == LeadState.DONE)).scalar_one()
     return int(last or 0), int(done)
 
 
@@ -122,14 +127,14 @@ def to_retry(engine: Engine, bound: int) -> list[str]:
 def count_todo(engine: Engine, run_id: int) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(run_leads).where(
-            run_leads.c.run_id == run_id, run_leads.c.state == "todo")).scalar_one())
+            run_leads.c.run_id == run_id, run_leads.c.state == LeadState.TODO)).scalar_one())
 
 
 def forget_unfinished(engine: Engine, current: int) -> int:
     """pull --restart: drop what unfinished runs left to do."""
     with engine.begin() as conn:
         return int(conn.execute(delete(run_leads).where(
-            run_leads.c.run_id != current, run_leads.c.state.not_in(("failed", "partial")),
+            run_leads.c.run_id != current, run_leads.c.state.not_in(KEPT_STATES),
             run_leads.c.run_id.in_(runs.finished()))).rowcount or 0)
 
 
@@ -140,7 +145,7 @@ def pending(engine: Engine, run_id: int, page: int = 1000) -> Iterator[tuple[int
         with engine.connect() as conn:
             rows = conn.execute(
                 select(run_leads.c.seq, run_leads.c.lead_id)
-                .where(run_leads.c.run_id == run_id, run_leads.c.state == "todo",
+                .where(run_leads.c.run_id == run_id, run_leads.c.state == LeadState.TODO,
                        run_leads.c.seq > after)
                 .order_by(run_leads.c.seq).limit(page)).all()
         if not rows:
@@ -150,20 +155,16 @@ def pending(engine: Engine, run_id: int, page: int = 1000) -> Iterator[tuple[int
 
 
 def mark(conn: Connection, run_id: int, *, ok: Sequence[int],
-         problems: dict[int, tuple[str, str]]) -> None:
+         problems: dict[int, tuple[LeadState, str]]) -> None:
     """Mark this run's leads done: `ok` ones, and the others as (state, why) says (failed,
     or partial when bad tasks were skipped), in the caller's transaction."""
     for part in chunks(ok):
         conn.execute(update(run_leads)
                      .where(run_leads.c.run_id == bindparam("r"), run_leads.c.seq.in_(part))
-                     .values(state="ok"), {"r": run_id})
+                     .values(state=LeadState.OK), {"r": run_id})
     for seq, (state, why) in problems.items():
         conn.execute(update(run_leads).where(run_leads.c.run_id == run_id, run_leads.c.seq == seq)
                      .values(state=state, error=why[:1000]))
-
-
-KEEP_FAILED_LEADS_OF = 100  # runs
-KEPT_STATES = ("failed", "partial")  # lead rows kept after a run, for `runs show`
 
 
 def close(conn: Connection, run_id: int, *, keep: bool) -> None:
@@ -186,7 +187,7 @@ def prune(engine: Engine) -> None:
 
 
 def failed(engine: Engine, run_id: int, limit: int = 1000,
-           state: str = "failed") -> list[dict[str, Any]]:
+           state: LeadState = LeadState.FAILED) -> list[dict[str, Any]]:
     """The run's leads in `state` (failed; partial: done with bad tasks skipped), with why;
     failed ones also say how many fetches in a row have failed (retried up to
     pull.MAX_LEAD_RETRIES)."""
