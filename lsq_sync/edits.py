@@ -176,6 +176,9 @@ class TaskEdits:
     edits: list[Edit] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)   # edit id -> why not
     new_bases: dict[int, dict[str, Any]] = field(default_factory=dict)  # to record now
+    # The fields of this task's edits sent while these were already queued: their bases
+    # may have been taken before those landed in lsq_tasks.
+    landed: list[dict[str, Any]] = field(default_factory=list)
     synced: dict[str, Any] | None = None     # its lsq_tasks row
 
     @property
@@ -183,14 +186,20 @@ class TaskEdits:
         return [e.id for e in self.edits]
 
 
-def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, Any] | None
-            ) -> TaskEdits:
-    """Check one task's pending edits (rows oldest first) against its lsq_tasks row.
+def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, Any] | None,
+            landed: Sequence[Mapping[str, Any]] = ()) -> TaskEdits:
+    """Check one task's pending edits (rows oldest first) against its lsq_tasks row;
+    `landed` are the task's edits sent since the oldest of them was queued.
 
     An edit without a base (a row another system inserted) takes the synced state now,
     the first time a push sees it; `new_bases` lists those, for the caller to record.
     """
     result = TaskEdits(task_id, synced=dict(task) if task is not None else None)
+    for row in landed:
+        try:
+            result.landed.append(check(row))
+        except InvalidEdit:
+            continue  # it was sent, so it was valid when it was; nothing to learn from it
     if task is None:
         for row in rows:
             result.rejected[row["id"]] = (f"task {task_id} is not in lsq_tasks; pull its lead "
@@ -275,9 +284,10 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
 
     A field no edit touches is sent as the CRM holds it; an edited field whose remote
     value equals its base or its local value is sent as edited; one that differs from both
-    is a conflict, settled by `on_conflict`. A remote value that an earlier edit of this
-    batch set is ours, not the CRM's: that edit's Update went out, but the run that sent
-    it died before recording it, and the later edits' bases were taken before it landed.
+    is a conflict, settled by `on_conflict`. A remote value that another of the task's
+    edits set (an earlier pending one, or one of `prepared.landed`) is ours, not the CRM's:
+    its Update went out after the later edits' bases were taken (it was in flight, or its
+    run died before recording it).
     """
     result = Plan(prepared.task_id, prepared.ids, "send")
     if remote is None:
@@ -289,6 +299,10 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
     result.remote = now = snapshot(remote)
     local: dict[str, tuple[Any, Any]] = {}  # field -> (local value, that edit's base value)
     ours: dict[str, list[Any]] = {}  # column -> the values the edits set (some maybe sent)
+    for fields in prepared.landed:
+        for name, value in fields.items():
+            if name not in ("notify_by", "owner_email"):
+                ours.setdefault(name, []).append(value)
     notify = default_notify
     for edit in prepared.edits:
         if "owner_id" in edit.fields or "owner_email" in edit.fields:

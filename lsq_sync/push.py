@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import String, delete, func, or_, select, type_coerce, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -22,13 +22,16 @@ from lsq_sync.run import Run, Tx
 from lsq_sync.states import EditStatus, OnConflict
 from lsq_sync.store import LeadOutcome, raw_hash, record_history, write_batch
 from lsq_sync.tasks import parse_date
-from lsq_sync.types import utcnow
+from lsq_sync.types import as_utc_or_none, utcnow
 from lsq_sync.upsert import insert_ignore_statement
 
 if TYPE_CHECKING:
     from lsq_sync.logs import Logger
 
 LEASE = timedelta(minutes=10)
+# An edit sent this long before another of its task was queued may still have been
+# landing in lsq_tasks when that one took its base (see edits.plan).
+LANDING = timedelta(minutes=1)
 PAGE = 25  # leads claimed at a time: about one window of the default limit
 
 PENDING = or_(task_edits.c.status.is_(None), task_edits.c.status == EditStatus.PENDING)
@@ -119,7 +122,18 @@ class Pusher:
         rows = conn.execute(select(*columns).where(task_edits.c.task_id == task_id, PENDING)
                             .order_by(task_edits.c.id)).mappings().all()
         task = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
-        return prepare(task_id, [dict(r) for r in rows], dict(task) if task else None)
+        # Read as stored: another system may have written anything in created_at.
+        queued = [t for t in map(as_utc_or_none, conn.execute(
+            select(type_coerce(task_edits.c.created_at, String))
+            .where(task_edits.c.task_id == task_id, PENDING)).scalars()) if t is not None]
+        landed: list[Any] = []
+        if queued:
+            landed = list(conn.execute(select(*columns).where(
+                task_edits.c.task_id == task_id, task_edits.c.status == EditStatus.SENT,
+                task_edits.c.sent_at >= min(queued) - LANDING)
+                .order_by(task_edits.c.id)).mappings())
+        return prepare(task_id, [dict(r) for r in rows], dict(task) if task else None,
+                       [dict(r) for r in landed])
 
     def settle_statuses(self) -> int:
         """Statuses other systems wrote: 'Pending', ' SENT ' mean themselves; any other

@@ -41,15 +41,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):  # SQLite rows written by other tools
-            value = datetime.fromisoformat(value)
-        if not isinstance(value, datetime):
-            raise ValueError(f"not a datetime: {value!r}")
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return as_utc(value)
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime; ValueError if it is none."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite rows written by other tools
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise ValueError(f"not a datetime: {value!r}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def as_utc_or_none(value: Any) -> datetime | None:
+    """as_utc, with None for what another system wrote that is no time at all."""
+    try:
+        return as_utc(value)
+    except ValueError:
+        return None
 
 
 def json_dumps(value: Any, *, sort_keys: bool = False) -> str:

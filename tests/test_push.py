@@ -7,15 +7,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, text
+from sqlalchemy import insert as insert_
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 
 from lsq_sync import app
+from lsq_sync import edits as edits_mod
 from lsq_sync.cli import cli
 from lsq_sync.config import Config
 from lsq_sync.demo import fill_leads_table
@@ -572,6 +575,33 @@ def test_an_edit_already_in_the_crm_is_marked_sent_without_a_call(setup: Setup) 
     result = app.push(cfg)
     assert update_calls(sim) == 0 and result.counts.edits_sent == 1
     assert [e.status for e in edits(engine)] == ["sent"]
+
+
+@pytest.mark.parametrize("landed_before_queued", [False, True])
+def test_an_edit_queued_while_an_earlier_one_was_in_flight_is_no_conflict(
+        setup: Setup, landed_before_queued: bool) -> None:
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    stale = edits_mod.snapshot(task_row(engine, task_id)._asdict())
+    queue(engine, task_id, name="First")
+    assert app.push(cfg).counts.edits_sent == 1
+    # The second edit took its base while the first's Update was in flight: lsq_tasks
+    # did not hold "First" yet.
+    with engine.begin() as conn:
+        if landed_before_queued:  # ... unless the first had landed long before: then the
+            conn.execute(update(task_edits).values(  # CRM's "First" is a change there
+                sent_at=datetime.now(UTC) - timedelta(hours=1)))
+        conn.execute(insert_(task_edits).values(task_id=task_id, name="Second", base=stale,
+                                                created_at=datetime.now(UTC)))
+    result = app.push(cfg)
+    second = edits(engine)[-1]
+    if landed_before_queued:
+        assert second.status == "conflict" and "remote 'First'" in second.last_error
+        assert sim.state.task(task_id)["Name"] == "First"  # type: ignore[index]
+    else:
+        assert result.status == "succeeded" and second.status == "sent"
+        assert sim.state.task(task_id)["Name"] == "Second"  # type: ignore[index]
+        assert update_calls(sim) == 2
 
 
 def test_a_row_inserted_by_sql_takes_its_base_when_a_push_first_sees_it(
