@@ -20,6 +20,8 @@ from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
 from lsq_sync.states import EditStatus, LeadState, LogFormat, LogLevel
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from lsq_sync import app
     from lsq_sync import config as config_mod
 
@@ -41,12 +43,31 @@ class Settings:
     log_format: str | None
     log_level: str | None
     _config: config_mod.Config | None = None
+    tty: bool = False  # stderr is a terminal (known once logging is set up)
 
     def config(self) -> config_mod.Config:
         from lsq_sync import config as config_mod
         if self._config is None:
             self._config = config_mod.load(self.config_path)
         return self._config
+
+    def configured(self) -> config_mod.Config:
+        """The config, with logging set up from it: every command's first step."""
+        cfg = self.config()
+        self.tty = self.setup_logging(cfg)
+        return cfg
+
+    def store(self) -> Engine:
+        """The tasks database at the current schema (or an error saying why not)."""
+        from lsq_sync import app
+        return app.open_store(self.configured())
+
+    def database(self) -> Engine:
+        """The tasks database, reachable, whatever its schema (for the db commands)."""
+        from lsq_sync import db
+        engine = db.make_engine(self.configured().database.url)
+        db.check_connection(engine)
+        return engine
 
     def setup_logging(self, cfg: config_mod.Config | None = None) -> bool:
         """Configure logging for the command; returns True when stderr is a terminal."""
@@ -193,10 +214,7 @@ def db_upgrade(settings: Settings) -> None:
     Safe to run at any time: a current schema is left as it is.
     """
     from lsq_sync import db, schema
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    engine = db.make_engine(cfg.database.url)
-    db.check_connection(engine)
+    engine = settings.database()
     before, after = schema.upgrade(engine)
     where = db.safe_url(engine.url)
     if before == after:
@@ -209,11 +227,8 @@ def db_upgrade(settings: Settings) -> None:
 @pass_settings
 def db_current(settings: Settings) -> None:
     """Print the database's schema revision and whether it is current."""
-    from lsq_sync import db, schema
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    engine = db.make_engine(cfg.database.url)
-    db.check_connection(engine)
+    from lsq_sync import schema
+    engine = settings.database()
     rev = schema.current(engine)
     head = schema.head()
     if rev is None:
@@ -230,10 +245,7 @@ def db_check(settings: Settings) -> None:
     """Exit 0 only when the schema is current (for scripts and deploy checks); else say
     why in one line and exit 3."""
     from lsq_sync import db, schema
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    engine = db.make_engine(cfg.database.url)
-    db.check_connection(engine)
+    engine = settings.database()
     schema.require_current(engine)
     click.echo(f"{db.safe_url(engine.url)}: schema at revision {schema.head()} (current)")
 
@@ -295,8 +307,8 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     """
     from lsq_sync import app
     from lsq_sync.pull import PullOptions
-    cfg = settings.config()
-    tty = settings.setup_logging(cfg)
+    cfg = settings.configured()
+    tty = settings.tty
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
     run_exit("pull", app.pull(cfg, options, graceful(app.Context(tty=tty))), tty)
 
@@ -329,8 +341,8 @@ def push(settings: Settings, dry_run: bool, offline: bool) -> None:
     queue. Exit status 1 when any edit failed or conflicted in this run.
     """
     from lsq_sync import app
-    cfg = settings.config()
-    tty = settings.setup_logging(cfg)
+    cfg = settings.configured()
+    tty = settings.tty
     if offline and not dry_run:
         raise click.UsageError("--offline goes with --dry-run")
     if dry_run:
@@ -356,8 +368,8 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     """
     from lsq_sync import app
     from lsq_sync.pull import PullOptions
-    cfg = settings.config()
-    tty = settings.setup_logging(cfg)
+    cfg = settings.configured()
+    tty = settings.tty
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
     run_exit("sync", app.sync(cfg, options, graceful(app.Context(tty=tty))), tty)
 
@@ -384,13 +396,11 @@ def edit(settings: Settings, task_id: str, name: str | None, description: str | 
     synced state it was made against, so that a field changed in LeadSquared
     since then is caught as a conflict. The task must have been pulled.
     """
-    from lsq_sync import app, edit_queue
-    cfg = settings.config()
-    settings.setup_logging(cfg)
+    from lsq_sync import edit_queue
     fields = {"name": name, "description": description, "due_date": due,
               "reminder_minutes": reminder, "owner_id": owner_id, "owner_email": owner_email,
               "notify_by": None if notify is None else ("1100" if notify else "1000")}
-    edit_id = edit_queue.queue(app.open_store(cfg), task_id, fields)
+    edit_id = edit_queue.queue(settings.store(), task_id, fields)
     click.echo(f"queued edit {edit_id} for task {task_id}; `lsq-sync push` sends it")
 
 
@@ -415,14 +425,12 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
 
     `lsq-sync runs show ID` prints one run in full, with its failed leads.
     """
-    from lsq_sync import app, runs
+    from lsq_sync import runs
     from lsq_sync.text import table
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    engine = app.open_store(cfg)
+    engine = settings.store()
     rows = runs.recent(engine, limit)
     if as_json:
         for r in rows:
@@ -453,10 +461,8 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
 @pass_settings
 def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
     """Print one run: every count, its error, and the leads that failed and why."""
-    from lsq_sync import app, edit_queue, runs, worklist
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    engine = app.open_store(cfg)
+    from lsq_sync import edit_queue, runs, worklist
+    engine = settings.store()
     row = runs.get(engine, run_id)
     if row is None:
         raise ConfigError(f"there is no run {run_id}; `lsq-sync runs` lists them")
@@ -509,13 +515,11 @@ def edits_cmd(ctx: click.Context, status: str | None, task_id: str | None, limit
     deleted or moved there), cancelled. `edits retry` and `edits cancel`
     act on them.
     """
-    from lsq_sync import app, edit_queue
+    from lsq_sync import edit_queue
     if ctx.invoked_subcommand is not None:
         return
     settings: Settings = ctx.obj
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    rows = edit_queue.listing(app.open_store(cfg), status=status, task_id=task_id, limit=limit)
+    rows = edit_queue.listing(settings.store(), status=status, task_id=task_id, limit=limit)
     if as_json:
         for r in rows:
             click.echo(json.dumps(_jsonable(r)))
@@ -545,12 +549,10 @@ def edits_retry(settings: Settings, ids: tuple[int, ...], failed: bool, conflict
     task now as its base: pull first, so that a conflict is judged against
     what LeadSquared holds.
     """
-    from lsq_sync import app, edit_queue
+    from lsq_sync import edit_queue
     if not (ids or failed or conflicts):
         raise click.UsageError("name the edits to retry: IDs, --failed or --conflicts")
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    count = edit_queue.retry(app.open_store(cfg), ids, failed=failed, conflicts=conflicts)
+    count = edit_queue.retry(settings.store(), ids, failed=failed, conflicts=conflicts)
     click.echo(f"{count} edit(s) pending again; `lsq-sync push` sends them"
                + ("" if count or not ids else " (sent and cancelled edits are not retried)"))
 
@@ -560,10 +562,8 @@ def edits_retry(settings: Settings, ids: tuple[int, ...], failed: bool, conflict
 @pass_settings
 def edits_cancel(settings: Settings, ids: tuple[int, ...]) -> None:
     """Mark edits cancelled: they are never sent. Sent edits stay sent."""
-    from lsq_sync import app, edit_queue
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    count = edit_queue.cancel(app.open_store(cfg), ids)
+    from lsq_sync import edit_queue
+    count = edit_queue.cancel(settings.store(), ids)
     click.echo(f"{count} edit(s) cancelled" + ("" if count == len(set(ids)) else
                                                "; the others were already sent or cancelled"))
 
@@ -582,12 +582,10 @@ def status(settings: Settings, as_json: bool, max_age: str | None) -> None:
     whose only failures are leads kept for retry). With --max-age, exit 1 when
     the last successful pull is older, with one line saying how old.
     """
-    from lsq_sync import app, health
+    from lsq_sync import health
 
     limit = health.parse_duration(max_age) if max_age is not None else None
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    report = health.report(app.open_store(cfg))
+    report = health.report(settings.store())
     problem = health.stale(report, limit) if limit is not None else None
     if as_json:
         click.echo(json.dumps({**report, "stale": problem}, default=_iso))
@@ -640,9 +638,7 @@ def doctor(settings: Settings) -> None:
     check passes, else 3.
     """
     from lsq_sync import doctor as doctor_mod
-    cfg = settings.config()
-    settings.setup_logging(cfg)
-    checks = doctor_mod.run_checks(cfg)
+    checks = doctor_mod.run_checks(settings.configured())
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:12s} {check.message}")
     if not all(c.ok for c in checks):
