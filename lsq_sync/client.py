@@ -76,9 +76,10 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
         body, parsed = None, False
     kind = message = ""
     if isinstance(body, dict):
-        kind = str(body.get("ExceptionType") or "")[:200]
+        # Redact, then cut: a secret that straddles the cut would leave its prefix behind.
+        kind = redact(str(body.get("ExceptionType") or ""), forms)[:200]
         raw_message = body.get("ExceptionMessage") or body.get("Message") or ""
-        message = redact(str(raw_message)[:500], forms) if isinstance(raw_message, str) else ""
+        message = redact(raw_message, forms)[:500] if isinstance(raw_message, str) else ""
     throttle = "RateLimit" in kind or _LIMIT_RE.search(message) is not None
     if throttle or (status == 429 and not kind):
         calls, period = throttle_limit(message)

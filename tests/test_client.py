@@ -272,6 +272,19 @@ def test_classify_bounds_what_it_repeats_and_keeps_empty_answers() -> None:
     assert str(caught.value) == "MXBad: key *** x"
 
 
+@pytest.mark.parametrize("at", [490, 495, 499, 500])
+def test_a_secret_that_straddles_the_cut_is_redacted_before_it(at: int) -> None:
+    secret = "u$3r-s3cr3t-key-0123456789"
+    message = "x" * at + secret + " trailing"
+    with pytest.raises(RejectedError) as caught:
+        classify(500, error_body(ExceptionType="MXBad" + secret, ExceptionMessage=message),
+                 [secret])
+    shown = str(caught.value)
+    assert not any(secret[:n] in shown for n in range(6, len(secret) + 1)), shown
+    assert caught.value.exception_type == "MXBad***"
+    assert shown.startswith("MXBad***: " + "x" * min(at, 500))
+
+
 def test_retries_and_throttles_are_reported_with_what_happened() -> None:
     client, seen, fake = make(answers(httpx.Response(200, json=THROTTLE),
                                       httpx.ReadTimeout("slow"),
