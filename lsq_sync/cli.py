@@ -18,6 +18,7 @@ import click
 from lsq_sync import __version__
 from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
 from lsq_sync.states import EditStatus, LeadState, LogFormat, LogLevel
+from lsq_sync.text import safe
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -346,7 +347,7 @@ def push(settings: Settings, dry_run: bool, offline: bool) -> None:
     if offline and not dry_run:
         raise click.UsageError("--offline goes with --dry-run")
     if dry_run:
-        shown = app.preview_push(cfg, click.echo, offline=offline,
+        shown = app.preview_push(cfg, lambda line: click.echo(safe(line)), offline=offline,
                                  ctx=graceful(app.Context(tty=tty)))
         against = "the synced state" if offline else "what LeadSquared holds now"
         click.echo(f"dry run against {against}: {shown} task update(s) would be sent; "
@@ -475,22 +476,22 @@ def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
         return
     for key, value in row.items():
         shown = value.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(value, "strftime") else value
-        click.echo(f"{key:15s} {'' if shown is None else shown}")
+        click.echo(f"{key:15s} {safe(shown)}")
     if failed:
         click.echo(f"failed leads ({len(failed)}):")
         for lead in failed:
             streak = f" (failed {lead['failures']} pulls in a row)" if lead["failures"] else ""
-            click.echo(f"  {lead['lead_id']}  {lead['error']}{streak}")
+            click.echo(f"  {safe(lead['lead_id'])}  {safe(lead['error'])}{streak}")
     if partial:
         click.echo(f"leads with bad tasks skipped ({len(partial)}); each keeps its last "
                    f"good row:")
         for lead in partial:
-            click.echo(f"  {lead['lead_id']}  {lead['error']}")
+            click.echo(f"  {safe(lead['lead_id'])}  {safe(lead['error'])}")
     if held:
         click.echo(f"failed or conflicting edits ({len(held)}):")
         for item in held:
-            click.echo(f"  edit {item['id']} of task {item['task_id']}  {item['status']}: "
-                       f"{item['last_error']}")
+            click.echo(f"  edit {item['id']} of task {safe(item['task_id'])}  "
+                       f"{safe(item['status'])}: {safe(item['last_error'])}")
 
 
 # -- edits ---------------------------------------------------------------------------------
@@ -528,13 +529,13 @@ def edits_cmd(ctx: click.Context, status: str | None, task_id: str | None, limit
         click.echo("no edits" + (" with that filter" if status or task_id else " queued yet"))
         return
     for r in rows:
-        when = r["created_at"].strftime("%Y-%m-%d %H:%M:%S") if r["created_at"] else "-"
-        sent = r["sent_at"].strftime("%Y-%m-%d %H:%M:%S") if r["sent_at"] else "-"
         fields = ", ".join(f"{k}={v!r}" for k, v in r["fields"].items())
-        click.echo(f"{r['id']:>6}  {r['task_id']}  {r['status']:<9}  attempts {r['attempts']}"
-                   f"  created {when}  sent {sent}  {fields}")
+        click.echo(safe(f"{r['id']:>6}  {r['task_id']}  {r['status']:<9}  attempts "
+                        f"{r['attempts']}  created {_when(r['created_at'], '-')}  sent "
+                        f"{_when(r['sent_at'], '-')}  {fields}"))
         if r["last_error"]:
-            click.echo(f"        {r['last_error']}")
+            click.echo(f"        {safe(r['last_error'])}")
+
 
 
 @edits_cmd.command("retry")
@@ -600,8 +601,11 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "never"
+def _when(value: Any, none: str = "never") -> str:
+    """A stored time as people read it; what another system wrote that is no time, as is."""
+    if value is None:
+        return none
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(value, "strftime") else str(value)
 
 
 def _status_lines(report: dict[str, Any]) -> list[str]:

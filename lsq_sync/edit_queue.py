@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import String, insert, or_, select, type_coerce, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -13,8 +13,9 @@ from lsq_sync import edits
 from lsq_sync.errors import ConfigError, InvalidEdit
 from lsq_sync.models import task_edits, tasks
 from lsq_sync.states import EditStatus
-from lsq_sync.types import utcnow
+from lsq_sync.types import as_utc_or_none, utcnow
 
+LENIENT_TIMES = ("created_at", "sent_at")
 LIST_COLUMNS = ("id", "task_id", "status", "attempts", "created_at", "sent_at", "run_id",
                 "last_error")
 
@@ -44,7 +45,10 @@ def queue(engine: Engine, task_id: str, fields: dict[str, Any]) -> int:
 def listing(engine: Engine, *, status: str | None = None, task_id: str | None = None,
             limit: int = 100) -> list[dict[str, Any]]:
     """Edits newest first, each with the fields it changes."""
-    query = select(task_edits).order_by(task_edits.c.id.desc()).limit(limit)
+    # Times read as stored: another system may have written anything in created_at.
+    columns = [type_coerce(c, String).label(c.name) if c.name in LENIENT_TIMES else c
+               for c in task_edits.c]
+    query = select(*columns).order_by(task_edits.c.id.desc()).limit(limit)
     if status is not None:
         if status == EditStatus.PENDING:
             query = query.where(or_(task_edits.c.status.is_(None),
@@ -58,6 +62,8 @@ def listing(engine: Engine, *, status: str | None = None, task_id: str | None = 
     result = []
     for row in rows:
         item = {name: row[name] for name in LIST_COLUMNS}
+        for name in LENIENT_TIMES:
+            item[name] = as_utc_or_none(row[name]) or row[name]
         item["status"] = row["status"] if row["status"] is not None else EditStatus.PENDING
         item["fields"] = {name: row[name] for name in edits.EDIT_FIELDS
                           if row[name] is not None}

@@ -62,7 +62,10 @@ def check(edit: Mapping[str, Any]) -> dict[str, Any]:
         clean["due_date"] = due
     if edit.get("reminder_minutes") is not None:
         reminder = edit["reminder_minutes"]
-        if isinstance(reminder, str) and reminder.strip().isdigit():
+        # ASCII digits only: '²'.isdigit() is true, and int() refuses it (or, for '٣',
+        # takes it as 3).
+        if isinstance(reminder, str) and reminder.strip().isascii() \
+                and reminder.strip().isdigit():
             reminder = int(reminder.strip())
         if isinstance(reminder, bool) or not isinstance(reminder, int):
             raise InvalidEdit(f"reminder_minutes {str(reminder)[:20]!r} is not a whole number")
@@ -217,6 +220,10 @@ def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, 
             checked = check(row)
         except InvalidEdit as exc:
             result.rejected[row["id"]] = str(exc)
+            continue
+        except Exception as exc:  # a value no check foresaw fails this edit, not the push
+            result.rejected[row["id"]] = (f"cannot read this edit ({type(exc).__name__}: "
+                                          f"{str(exc)[:200]})")
             continue
         base = row.get("base")
         if not isinstance(base, dict) or not set(SNAPSHOT_FIELDS) <= set(base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,21 +44,30 @@ def parse_date(value: Any, field: str = "date") -> datetime | None:
     return parsed.astimezone(UTC)
 
 
+# reminder_minutes is a 32-bit INTEGER on PostgreSQL and MySQL; SQLite's driver cannot
+# even bind a number past 64 bits. A value outside fails its own task, not the batch.
+REMINDER_MAX = 2**31 - 1
+_WHOLE_RE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() also takes '٣' and '³'
+
+
 def parse_reminder(value: Any) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise BadRecord("Reminder is a boolean, not minutes")
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise BadRecord(f"Reminder {str(value)[:40]!r} is not a whole number of minutes")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and _WHOLE_RE.fullmatch(value.strip()):
+        number = int(value.strip())
+    if number is None:
+        raise BadRecord(f"Reminder {str(value)[:40]!r} is not a whole number of minutes")
+    if abs(number) > REMINDER_MAX:
+        raise BadRecord(f"Reminder {str(number)[:40]} is out of range (at most "
+                        f"{REMINDER_MAX} minutes)")
+    return number
 
 
 NUL = "\x00"

@@ -375,3 +375,31 @@ def test_the_first_signal_stops_gracefully_even_when_the_run_is_stopping() -> No
     assert ctx.stop.reason == StopReason.CALL_CAP  # the first reason stands
     with pytest.raises(KeyboardInterrupt):
         handler(signal.SIGTERM, None)
+
+
+HOSTILE_ID = "t\x1b[2J\x1b]0;owned\x07\u202e"
+
+
+def test_ids_and_messages_from_the_database_reach_no_terminal_raw(
+        ready: Callable[..., Path], sqlite_url: str) -> None:
+    from sqlalchemy import insert, text
+
+    from lsq_sync import db
+    from lsq_sync.models import task_edits
+    path = ready()
+    assert invoke("--config", str(path), "pull").exit_code == 0
+    engine = db.make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(insert(task_edits).values(task_id=HOSTILE_ID, name="x\x1b[31m"))
+        conn.execute(text("INSERT INTO lsq_task_edits (task_id, name, created_at) "
+                          "VALUES ('t-2', 'y', :at)"), {"at": "not a \x1b[2J time"})
+    outputs = [invoke("--config", str(path), *args) for args in (
+        ["edits"], ["push", "--dry-run", "--offline"], ["push"], ["runs"],
+        ["runs", "show", "2"], ["edits", "--status", "failed"])]
+    for result in outputs:
+        assert "Traceback" not in result.output
+        assert not any(c in result.output for c in "\x1b\x07\u202e"), result.output
+    assert outputs[0].exit_code == 0
+    assert "t\\x1b[2J\\x1b]0;owned\\x07\\u202e" in outputs[0].output
+    assert "created not a \\x1b[2J time" in outputs[0].output
+    assert "edit 1 of task t\\x1b[2J\\x1b]0;owned\\x07\\u202e  failed" in outputs[4].output

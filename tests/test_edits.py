@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lsq_sync.edits import EDIT_FIELDS, body, check, merge, plan, prepare, snapshot
@@ -72,6 +72,24 @@ def test_prepare_rejects_unknown_and_deleted_tasks_and_bad_edits() -> None:
     assert gone.ids == [] and "was deleted" in gone.rejected[3]
 
 
+def test_an_edit_no_check_foresaw_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lsq_sync import edits
+
+    real = edits.check
+
+    def fragile(edit: dict[str, Any]) -> dict[str, Any]:
+        if edit.get("name") == "boom":
+            raise OverflowError("int too large to convert")
+        return real(edit)
+
+    monkeypatch.setattr(edits, "check", fragile)
+    rows = [{"id": 1, "name": "A"}, {"id": 2, "name": "boom"}, {"id": 3, "name": "C"}]
+    prepared = prepare("t-1", rows, TASK)
+    assert prepared.ids == [1, 3]
+    assert prepared.rejected == {2: "cannot read this edit (OverflowError: int too large to "
+                                    "convert)"}
+
+
 garbage = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40),
                     st.binary(max_size=10), st.just("2026-01-01 00:00:00"), st.just(GUID),
                     st.just("a@b.co"), st.just("1100"))
@@ -79,6 +97,8 @@ garbage = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.tex
 
 @settings(max_examples=400, deadline=None)
 @given(st.fixed_dictionaries({}, optional=dict.fromkeys(EDIT_FIELDS, garbage)))
+@example({"reminder_minutes": "\u00b2"})  # '²'.isdigit() is true, int('²') fails
+@example({"reminder_minutes": "\u0663"})  # int('٣') is 3
 def test_any_row_is_a_clean_edit_or_a_reason(edit: dict[str, Any]) -> None:
     try:
         clean = check(edit)

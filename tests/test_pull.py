@@ -259,6 +259,34 @@ def test_a_bad_task_does_not_freeze_its_lead(
     assert again.exit_code == 1
 
 
+HOSTILE_REMINDERS = ["99999999999999999999", 2**40, "\u0663", "\u00b2", -(2**31)]
+
+
+def test_a_reminder_no_column_can_hold_fails_its_task_alone(
+        db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    sim = make_sim(leads=12, max_tasks=4)
+    fill_leads_table(db_url, sim.state.lead_ids())
+    leads = [x for x in sim.state.lead_ids() if len(sim.state.tasks_of(x)) >= 2]
+    bad = {}
+    for lead, value in zip(leads, HOSTILE_REMINDERS, strict=False):
+        task_id = sim.state.tasks_of(lead)[0]["TaskID"]
+        sim.state.change_task(task_id, Reminder=value)
+        bad[task_id] = value
+    assert len(bad) == len(HOSTILE_REMINDERS)
+    cfg = make_config(sim, db_url)
+    for _ in range(2):  # and the next pull too: nothing is stuck behind them
+        result = pull(cfg)
+        assert result.status == "partial" and result.counts.tasks_skipped == len(bad)
+        assert result.counts.leads_failed == 0
+        rows = synced(engine)
+        assert not set(bad) & set(rows)
+        others = [t for x in sim.state.lead_ids() for t in sim.state.tasks_of(x)
+                  if t["TaskID"] not in bad]
+        assert {t["TaskID"] for t in others} == set(rows)
+        assert all(rows[t["TaskID"]].reminder_minutes == int(t["Reminder"]) for t in others)
+
+
 def test_long_text_and_nul_characters_fit_every_database(
         db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
         make_config: Callable[..., Config]) -> None:

@@ -424,8 +424,11 @@ def test_garbage_in_every_field_is_reported_and_harms_nothing(
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name) VALUES (:t, 'Fine')", t=good)
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name, status) VALUES (:t, 'odd', "
                    "'weird')", t=good)
+    # '²'.isdigit() is true and int('²') fails: it once stopped every push (exit 3).
+    insert(engine, "INSERT INTO lsq_task_edits (task_id, reminder_minutes) VALUES (:t, :r)",
+           t=good, r="\u00b2")
     result = app.push(cfg)
-    assert result.counts.edits_sent == 1 and result.counts.edits_failed == 3
+    assert result.counts.edits_sent == 1 and result.counts.edits_failed == 4
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT id, status, last_error FROM lsq_task_edits "
                                  "ORDER BY id")).all()
@@ -433,6 +436,7 @@ def test_garbage_in_every_field_is_reported_and_harms_nothing(
     assert rows[1][1] == "failed" and "between 0 and" in rows[1][2]
     assert rows[2][1] == "sent"
     assert rows[3][1] == "failed" and "unknown status 'weird'" in rows[3][2]
+    assert rows[4][1] == "failed" and "is not a whole number" in rows[4][2]
     assert sim.state.task(good)["Name"] == "Fine"  # type: ignore[index]
 
 

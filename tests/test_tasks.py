@@ -74,6 +74,13 @@ def test_reminders() -> None:
     assert parse_reminder("") is None and parse_reminder(None) is None
     with pytest.raises(BadRecord):
         parse_reminder(True)
+    assert parse_reminder(" -5 ") == -5 and parse_reminder(2**31 - 1) == 2**31 - 1
+    for odd in ["\u0663", "\u00b2", "1\u00b2", "+", "1e3"]:
+        with pytest.raises(BadRecord, match="is not a whole number"):
+            parse_reminder(odd)
+    for huge in ["99999999999999999999", 2**31, -(2**31), 1e20]:
+        with pytest.raises(BadRecord, match="is out of range"):
+            parse_reminder(huge)
 
 
 json_values = st.recursive(
