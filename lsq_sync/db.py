@@ -72,6 +72,22 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+_UTC_SESSION = {"postgresql": "SET TIME ZONE 'UTC'", "mysql": "SET time_zone = '+00:00'",
+                "mariadb": "SET time_zone = '+00:00'"}
+
+
+def _utc_session(statement: str) -> Callable[[Any, Any], None]:
+    """Every connection's session in UTC, whatever the server, database, role or URL set:
+    a timestamp compared with a bound UTC instant (the leads query's :last_success), and
+    NOW() in a user's query, then mean UTC."""
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        dbapi_conn.commit()  # a SET inside a transaction rolled back would be undone
+    return on_connect
+
+
 def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
     """An engine for `url`; a missing driver is a config error naming the extra."""
     parsed = normalize_url(url)
@@ -99,6 +115,8 @@ def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
         raise ConfigError(f"{key}: {exc}") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif backend in _UTC_SESSION:
+        event.listen(engine, "connect", _utc_session(_UTC_SESSION[backend]))
     if parsed.drivername == "postgresql+psycopg":
         # psycopg's own executemany sends one INSERT per row; SQLAlchemy's "insertmanyvalues"
         # folds a batch into multi-row VALUES statements, several times faster.

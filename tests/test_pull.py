@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from lsq_sync import app
 from lsq_sync.config import Config
@@ -645,3 +645,54 @@ def test_a_task_the_database_refuses_fails_alone(
     from lsq_sync import worklist
     (partial,) = worklist.failed(engine, result.run_id, state="partial")
     assert partial["lead_id"] == lead and "refused by the database" in partial["error"]
+
+
+def test_the_watermark_holds_whatever_the_session_time_zone(
+        db_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    """A leads table whose times are UTC in a plain timestamp (PostgreSQL) or a TIMESTAMP
+    (MySQL), read by sessions whose zone is not UTC: the README's incremental query must
+    still see a change made after the last pass began."""
+    from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, update
+    from sqlalchemy.dialects import mysql
+
+    from lsq_sync import db
+    from lsq_sync.types import utcnow
+    backend = make_url(db_url).get_backend_name()
+    if backend == "sqlite":
+        pytest.skip("SQLite has no session time zone")
+    admin = db.make_engine(db_url)
+    leads_url = db_url
+    if backend == "postgresql":  # every new session of this database: +05:30
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {make_url(db_url).database} "
+                              f"SET timezone TO 'Asia/Kolkata'"))
+            conn.commit()
+    else:  # MySQL has no per-database zone: the session's is set as it connects
+        leads_url = f"{db_url}?init_command=SET%20time_zone%3D%27-05%3A00%27"
+    meta = MetaData()
+    table = Table("crm_leads", meta, Column("lead_id", String(64), primary_key=True),
+                  Column("modified_at", DateTime().with_variant(mysql.TIMESTAMP(fsp=6),
+                                                                "mysql", "mariadb")))
+    meta.create_all(admin)
+    sim = make_sim(leads=6)
+    ids = list(sim.state.lead_ids())
+    old = utcnow().replace(tzinfo=None) - timedelta(days=1)
+    with admin.begin() as conn:
+        conn.execute(insert(table), [{"lead_id": i, "modified_at": old} for i in ids])
+    base = make_config(sim, db_url)
+    cfg = Config(lsq=base.lsq, database=base.database, leads=type(base.leads)(
+        url=leads_url, query=INCREMENTAL, watermark_overlap_s=0))
+    assert pull(cfg).counts.leads_total == 6
+    assert pull(cfg).counts.leads_total == 0
+    with admin.begin() as conn:  # a change now, in UTC, as the table keeps its times
+        conn.execute(update(table).where(table.c.lead_id.in_(ids[:2]))
+                     .values(modified_at=utcnow().replace(tzinfo=None)))
+    assert pull(cfg).counts.leads_total == 2
+    probe = db.make_engine(leads_url)  # and lsq-sync's own sessions are in UTC
+    with probe.connect() as conn:
+        zone = conn.execute(text("SHOW TIME ZONE" if backend == "postgresql"
+                                 else "SELECT @@session.time_zone")).scalar_one()
+    assert zone in ("UTC", "+00:00")
+    probe.dispose()
+    admin.dispose()
