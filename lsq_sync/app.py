@@ -135,7 +135,8 @@ def publish_metrics(cfg: Config, engine: Engine, log: Logger) -> None:
 def _pusher(cfg: Config, engine: Engine, client: LsqClient | None, log: Logger) -> Pusher:
     return Pusher(engine=engine, client=client, log=log, notify_by=cfg.push.notify_by,
                   max_edit_attempts=cfg.push.max_edit_attempts,
-                  on_conflict=cfg.push.on_conflict, history=cfg.store.history)
+                  on_conflict=cfg.push.on_conflict, history=cfg.store.history,
+                  max_read_age_s=cfg.push.max_read_age_s)
 
 
 def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -64,33 +64,59 @@ class SharedSlots:
             .where(rate_slots.c.bucket == self.bucket, rate_slots.c.sent_at > now - self.span)
             .order_by(rate_slots.c.sent_at)).scalars())
 
-    def _wait(self, sends: list[float], now: float) -> float:
-        return float(slot_wait(sends, self.calls, self.span, now))
+    def _wait(self, sends: list[float], now: float, n: int) -> float:
+        return float(slot_wait(sends, self.calls, self.span, now, n))
 
-    def reserve(self) -> float:
-        """Take a slot now and return 0, or return how long to wait before trying again."""
+    def reserve(self, n: int = 1) -> tuple[float, list[int]]:
+        """Take `n` slots now and return (0, their rows' keys), or return how long to wait
+        before trying again (and no keys)."""
         try:
             with self._lock:
                 # A read first: while the window is full, waiting needs no write lock (on
                 # SQLite the one writer is also busy with the run's own batches).
                 with self.engine.connect() as conn:
                     now = self.clock()
-                    wait = self._wait(self._window(conn, now), now)
+                    wait = self._wait(self._window(conn, now), now, n)
                 if wait > 0:
-                    return wait
+                    return wait, []
                 with self.engine.begin() as conn:
                     now = self.clock()
                     conn.execute(update(rate_buckets).where(
                         rate_buckets.c.bucket == self.bucket).values(touched=now))
-                    wait = self._wait(self._window(conn, now), now)  # again, under the lock
+                    wait = self._wait(self._window(conn, now), now, n)  # again, locked
                     if wait > 0:
-                        return wait
-                    conn.execute(insert(rate_slots).values(bucket=self.bucket, sent_at=now))
+                        return wait, []
+                    keys = []
+                    for _ in range(n):
+                        key = conn.execute(insert(rate_slots).values(
+                            bucket=self.bucket, sent_at=now)).inserted_primary_key
+                        keys.append(int(key[0]) if key else 0)
                     self._count += 1
                     if self._count % CLEAN_EVERY == 1:
                         conn.execute(delete(rate_slots).where(
                             rate_slots.c.bucket == self.bucket,
                             rate_slots.c.sent_at < now - 2 * self.span))
-                    return 0.0
+                    return 0.0, keys
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot reserve a send slot: {describe(exc)}") from None
+
+    def restamp(self, key: int) -> None:
+        """The send of slot `key` goes out now (later than reserved): count it from now.
+
+        Until this moment it counted from its reservation, which is earlier, so no other
+        process could take its place in the meantime (the delay is one answer's time, far
+        less than the window)."""
+        self._change(update(rate_slots).where(rate_slots.c.id == key)
+                     .values(sent_at=self.clock()))
+
+    def release(self, keys: Sequence[int]) -> None:
+        """Give back slots whose requests will not be sent."""
+        if keys:
+            self._change(delete(rate_slots).where(rate_slots.c.id.in_(list(keys))))
+
+    def _change(self, statement: Any) -> None:
+        try:
+            with self._lock, self.engine.begin() as conn:
+                conn.execute(statement)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot update a send slot: {describe(exc)}") from None

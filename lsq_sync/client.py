@@ -19,6 +19,7 @@ from lsq_sync.control import Stats
 from lsq_sync.errors import (
     AuthError,
     RejectedError,
+    Stopped,
     ThrottledError,
     TransientError,
     UnreachableError,
@@ -203,15 +204,29 @@ class LsqClient:
         """A lead's tasks; BadRecord if any of them is malformed."""
         return parse_task_list(self._retrieve(lead_id), lead_id)
 
-    def retrieve_task_list(self, lead_id: str) -> TaskList:
+    def retrieve_task_list(self, lead_id: str, *, slot: float | None = None) -> TaskList:
         """A lead's tasks, with the malformed ones set apart (see tasks.parse_tasks)."""
-        return parse_tasks(self._retrieve(lead_id), lead_id)
+        return parse_tasks(self._retrieve(lead_id, slot), lead_id)
 
-    def _retrieve(self, lead_id: str) -> Any:
-        return self.request("GET", RETRIEVE_TASKS, params={"leadId": lead_id})
+    def _retrieve(self, lead_id: str, slot: float | None = None) -> Any:
+        return self.request("GET", RETRIEVE_TASKS, params={"leadId": lead_id}, slot=slot)
 
-    def update_task(self, payload: dict[str, Any]) -> Any:
-        return self.request("POST", UPDATE_TASK, json_body=payload)
+    def update_task(self, payload: dict[str, Any], *, slot: float | None = None) -> Any:
+        return self.request("POST", UPDATE_TASK, json_body=payload, slot=slot)
+
+    # -- slots taken ahead, for a write that must follow its read at once --------------------
+
+    def reserve_pair(self) -> tuple[float, float | None]:
+        """Two slots at once (see RateLimiter.acquire_pair): pass them to a read and the
+        write that relies on it; give back with release() what is not used."""
+        return self.limiter.acquire_pair()
+
+    def try_reserve(self) -> float | None:
+        """A slot if one is free right now, else None."""
+        return self.limiter.try_acquire()
+
+    def release(self, slot: float) -> None:
+        self.limiter.release(slot)
 
     def user_by_access_key(self) -> Any:
         return self.request("GET", USER_BY_ACCESS_KEY)
@@ -219,17 +234,23 @@ class LsqClient:
     # -- the request loop ----------------------------------------------------------------
 
     def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                json_body: Any = None) -> Any:
-        """One logical call: waits for a slot, waits out throttles, and retries what can
-        heal (5xx, timeouts, dropped connections) with backoff; the backoff sleeps end at
-        the run's stop."""
+                json_body: Any = None, slot: float | None = None) -> Any:
+        """One logical call: waits for a slot (its first attempt takes `slot` if given, one
+        reserved already), waits out throttles, and retries what can heal (5xx, timeouts,
+        dropped connections) with backoff; the backoff sleeps end at the run's stop."""
         query = {**(params or {}), **self._params}
         # One absolute URL, built once: httpx would otherwise parse it three times.
         url = httpx.URL(f"{self.cfg.base_url}{path}?{urlencode(query)}" if query
                         else f"{self.cfg.base_url}{path}")
         http = self._http  # created before the slot is taken: building one is slow
         throttles = [0]    # across the attempts: a throttle is a wait, not an attempt
-        return self._retrying(self._attempt, http, method, url, path, json_body, throttles)
+        held = [] if slot is None else [slot]
+        try:
+            return self._retrying(self._attempt, http, method, url, path, json_body,
+                                  throttles, held)
+        finally:
+            for unused in held:  # the call never went (the cap, a stop)
+                self.limiter.release(unused)
 
     def _retried(self, state: RetryCallState) -> None:
         error = self._as_transient(_failure(state))
@@ -243,12 +264,16 @@ class LsqClient:
                              status_code=error.status_code) from None
 
     def _attempt(self, http: httpx.Client, method: str, url: httpx.URL, path: str,
-                 json_body: Any, throttles: list[int]) -> Any:
+                 json_body: Any, throttles: list[int], held: list[float]) -> Any:
         """One attempt: a call counted against the run's cap, a slot, the request and its
         answer; throttles are waited out here."""
         while True:
             self.stats.take_call()
-            slot = self.limiter.acquire()
+            try:
+                slot = held.pop() if held else self.limiter.acquire()
+            except Stopped:
+                self.stats.give_back()  # counted only once it goes: it never will
+                raise
             try:
                 response = self._send(http, method, url, json_body, slot)
                 return classify(response.status_code, response.content, self._forms)

@@ -218,6 +218,9 @@ class PushConfig:
     notify_by: NotifyBy = setting("1000", _choice(*get_args(NotifyBy)))
     max_edit_attempts: int = setting(10, _int(1))
     on_conflict: OnConflict = setting("skip", _choice(*get_args(OnConflict)))  # edits.plan
+    # the oldest read an Update may rely on; older, the task is read again, back to back
+    # with its Update
+    max_read_age_s: float = setting(2.0, _number(0, inclusive=True))
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,10 @@ def queue(engine: Engine, task_id: str, fields: dict[str, Any]) -> int:
                               f"(lsq-sync pull --lead-id LEAD); nothing was queued")
         if task["deleted_at"] is not None:
             raise ConfigError(f"task {task_id} was deleted in LeadSquared; nothing was queued")
+        now = utcnow()
         result = conn.execute(insert(task_edits).values(
-            task_id=task_id, status=EditStatus.PENDING, attempts=0, created_at=utcnow(),
-            base=edits.snapshot(dict(task)), **checked))
+            task_id=task_id, status=EditStatus.PENDING, attempts=0, created_at=now,
+            base=edits.base_of(dict(task), now), **checked))
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
@@ -98,6 +99,7 @@ def retry(engine: Engine, ids: Sequence[int] = (), *, failed: bool = False,
     if not which:
         raise ConfigError("name the edits to retry (IDs, --failed or --conflicts)")
     count = 0
+    now = utcnow()
     with engine.begin() as conn:
         rows = conn.execute(select(task_edits.c.id, task_edits.c.task_id).where(
             or_(*which), task_edits.c.status.in_(statuses))).all()
@@ -106,7 +108,7 @@ def retry(engine: Engine, ids: Sequence[int] = (), *, failed: bool = False,
                                 ).mappings().first()
             conn.execute(update(task_edits).where(task_edits.c.id == row.id).values(
                 status=EditStatus.PENDING, attempts=0, last_error=None,
-                base=edits.snapshot(dict(task)) if task is not None else None))
+                base=edits.base_of(dict(task), now) if task is not None else None))
             count += 1
     return count
 

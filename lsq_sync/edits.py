@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from lsq_sync.errors import InvalidEdit
 from lsq_sync.models import max_length, task_edits
 from lsq_sync.states import NotifyBy, OnConflict
+from lsq_sync.types import as_utc_or_none, utcnow
 
 GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -117,6 +118,17 @@ def merge(edits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 SNAPSHOT_FIELDS = ("name", "description", "due_date", "reminder_minutes", "owner_id", "lead_id")
 
 
+# An edit sent this long before another edit of its task took its base may still have
+# been landing in lsq_tasks then (see plan).
+LANDING = timedelta(minutes=1)
+TAKEN_AT = "taken_at"  # in a base: when it was taken (ISO 8601, UTC)
+
+
+def base_of(task: Mapping[str, Any], at: datetime) -> dict[str, Any]:
+    """The base an edit records: the task's snapshot, and when it was taken."""
+    return {**snapshot(task), TAKEN_AT: at.isoformat()}
+
+
 def snapshot(task: Mapping[str, Any]) -> dict[str, Any]:
     """A task's editable fields as plain JSON values (an lsq_tasks row or a parsed task).
 
@@ -144,13 +156,18 @@ def body(task: Mapping[str, Any], values: Mapping[str, Any], default_notify: str
     laid over it. Every field is sent, so the call is right whether Update keeps or clears
     the fields a body omits."""
     shot = snapshot(task)
+    # A date the CRM holds as its placeholder (0001-01-01) is NULL in lsq_tasks: it is sent
+    # as the CRM gave it, since Update may clear, or refuse, a body without it.
+    raw = task.get("raw")
+    held_due = raw.get("DueDate") if isinstance(raw, Mapping) else None
+    due = held_due if isinstance(held_due, str) and held_due.strip() else shot["due_date"]
     payload: dict[str, Any] = {
         "UserTaskId": task["task_id"],
         "Name": values.get("name", shot["name"]),
         "Description": values.get("description", shot["description"]),
         "RelatedEntity": 1,
         "RelatedEntityId": shot["lead_id"],
-        "DueDate": values.get("due_date", shot["due_date"]),
+        "DueDate": values.get("due_date", due),
         "Reminder": values.get("reminder_minutes", shot["reminder_minutes"]),
         "NotifyBy": values.get("notify_by", default_notify),
     }
@@ -168,6 +185,15 @@ class Edit:
     id: int
     fields: dict[str, Any]
     base: dict[str, Any]
+    since: datetime | None = None  # when its base was taken (None: not known)
+
+
+@dataclass
+class Landed:
+    """An edit of the task already sent: its fields, and when it was sent."""
+
+    sent_at: datetime | None
+    fields: dict[str, Any]
 
 
 @dataclass
@@ -179,9 +205,9 @@ class TaskEdits:
     edits: list[Edit] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)   # edit id -> why not
     new_bases: dict[int, dict[str, Any]] = field(default_factory=dict)  # to record now
-    # The fields of this task's edits sent while these were already queued: their bases
-    # may have been taken before those landed in lsq_tasks.
-    landed: list[dict[str, Any]] = field(default_factory=list)
+    # This task's edits sent since the oldest of these took its base: that base may have
+    # been taken before they landed in lsq_tasks.
+    landed: list[Landed] = field(default_factory=list)
     synced: dict[str, Any] | None = None     # its lsq_tasks row
 
     @property
@@ -189,10 +215,19 @@ class TaskEdits:
         return [e.id for e in self.edits]
 
 
+def since(row: Mapping[str, Any]) -> datetime | None:
+    """When an edit row's base was taken: its `taken_at`, else its created_at (read
+    leniently: other systems write both)."""
+    base = row.get("base")
+    taken = as_utc_or_none(base.get(TAKEN_AT)) if isinstance(base, Mapping) else None
+    return taken or as_utc_or_none(row.get("created_at"))
+
+
 def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, Any] | None,
             landed: Sequence[Mapping[str, Any]] = ()) -> TaskEdits:
     """Check one task's pending edits (rows oldest first) against its lsq_tasks row;
-    `landed` are the task's edits sent since the oldest of them was queued.
+    `landed` are the task's sent edits (with their `sent_at`) since the oldest of them
+    took its base.
 
     An edit without a base (a row another system inserted) takes the synced state now,
     the first time a push sees it; `new_bases` lists those, for the caller to record.
@@ -200,9 +235,9 @@ def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, 
     result = TaskEdits(task_id, synced=dict(task) if task is not None else None)
     for row in landed:
         try:
-            result.landed.append(check(row))
-        except InvalidEdit:
-            continue  # it was sent, so it was valid when it was; nothing to learn from it
+            result.landed.append(Landed(as_utc_or_none(row.get("sent_at")), check(row)))
+        except Exception:  # noqa: S112 - it was sent, so it was valid when it was
+            continue
     if task is None:
         for row in rows:
             result.rejected[row["id"]] = (f"task {task_id} is not in lsq_tasks; pull its lead "
@@ -214,7 +249,6 @@ def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, 
             result.rejected[row["id"]] = f"task {task_id} was deleted in LeadSquared ({when} UTC)"
         return result
     result.lead_id = task["lead_id"]
-    synced = snapshot(task)
     for row in rows:
         try:
             checked = check(row)
@@ -226,10 +260,12 @@ def prepare(task_id: str, rows: Sequence[Mapping[str, Any]], task: Mapping[str, 
                                           f"{str(exc)[:200]})")
             continue
         base = row.get("base")
+        taken = since(row)
         if not isinstance(base, dict) or not set(SNAPSHOT_FIELDS) <= set(base):
-            base = synced
-            result.new_bases[row["id"]] = synced
-        result.edits.append(Edit(row["id"], checked, base))
+            now = utcnow()
+            base = result.new_bases[row["id"]] = base_of(task, now)
+            taken = now
+        result.edits.append(Edit(row["id"], checked, base, taken))
     return result
 
 
@@ -255,7 +291,8 @@ class Plan:
 
     send: `payload` goes out. conflict: held, nothing sent. gone: the task is no longer
     under its lead. applied: the CRM already holds every edited value (nothing to send).
-    dropped: on_conflict = "remote" dropped every edited field.
+    dropped: on_conflict = "remote" dropped every edited field (with send, the edits
+    whose fields were all dropped are `cancelled`).
     """
 
     task_id: str
@@ -267,6 +304,8 @@ class Plan:
     conflicts: list[Conflict] = field(default_factory=list)  # held (skip)
     overwritten: list[Conflict] = field(default_factory=list)  # sent anyway (local)
     dropped: list[Conflict] = field(default_factory=list)    # kept the CRM's (remote)
+    cancelled: list[int] = field(default_factory=list)  # send: edits all of whose fields
+                                                        # kept the CRM's value
     message: str | None = None
 
     def describe(self) -> str | None:
@@ -304,12 +343,8 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
                           f"`lsq-sync edits retry`")
         return result
     result.remote = now = snapshot(remote)
-    local: dict[str, tuple[Any, Any]] = {}  # field -> (local value, that edit's base value)
-    ours: dict[str, list[Any]] = {}  # column -> the values the edits set (some maybe sent)
-    for fields in prepared.landed:
-        for name, value in fields.items():
-            if name not in ("notify_by", "owner_email"):
-                ours.setdefault(name, []).append(value)
+    local: dict[str, tuple[Any, Edit]] = {}  # field -> (local value, the edit that set it)
+    pending: dict[str, list[Any]] = {}  # column -> the values the edits set (maybe sent)
     notify = default_notify
     for edit in prepared.edits:
         if "owner_id" in edit.fields or "owner_email" in edit.fields:
@@ -319,18 +354,21 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
             if name == "notify_by":
                 notify = value
                 continue
-            column = "owner_id" if name == "owner_email" else name
+            column = _column(name)
             if name != "owner_email":
-                ours.setdefault(column, []).append(value)
-            local[name] = (value, edit.base.get(column))
-    for name, (value, base) in local.items():
-        column = "owner_id" if name == "owner_email" else name
+                pending.setdefault(column, []).append(value)
+            local[name] = (value, edit)
+    for name, (value, edit) in local.items():
+        column = _column(name)
         # An owner given by email cannot be compared with the CRM's owner id.
         if name != "owner_email" and _same(column, value, now[column]):
             continue
-        if any(_same(column, now[column], known) for known in [base, *ours.get(column, ())]):
+        ours = [*pending.get(column, ()), *_landed_values(prepared.landed, column, edit.since)]
+        if any(_same(column, now[column], known)
+               for known in [edit.base.get(column), *ours]):
             result.values[name] = value
             continue
+        base = edit.base.get(column)
         conflict = Conflict(name, base, now[column], value)
         if on_conflict == "local":
             result.values[name] = value
@@ -345,4 +383,26 @@ def plan(prepared: TaskEdits, remote: Mapping[str, Any] | None, default_notify: 
         result.outcome = "dropped" if result.dropped else "applied"
     else:
         result.payload = body(remote, {**result.values, "notify_by": notify}, default_notify)
+        # An edit whose every field kept the CRM's value sent nothing of its own.
+        kept = {_column(c.field) for c in result.dropped}
+        result.cancelled = [e.id for e in prepared.edits
+                            if (own := {_column(n) for n in e.fields if n != "notify_by"})
+                            and own <= kept]
     return result
+
+
+def _column(name: str) -> str:
+    """The lsq_tasks column an edit field is compared with."""
+    return "owner_id" if name == "owner_email" else name
+
+
+def _landed_values(landed: Sequence[Landed], column: str, since: datetime | None
+                   ) -> list[Any]:
+    """The values sent edits set in `column` since an edit took its base (less LANDING):
+    an older one was in lsq_tasks before that base was taken, so the base already says
+    whether the CRM has changed since; counting it as ours would hide a CRM user who set
+    that value again."""
+    if since is None:  # not known: no sent value can be shown to be ours
+        return []
+    return [edit.fields[column] for edit in landed if column in edit.fields
+            and edit.sent_at is not None and edit.sent_at >= since - LANDING]

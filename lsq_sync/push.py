@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,23 +16,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from lsq_sync import runs
 from lsq_sync.client import LsqClient
 from lsq_sync.db import chunks, describe, retry_conflicts
-from lsq_sync.edits import EDIT_FIELDS, Plan, TaskEdits, plan, prepare
+from lsq_sync.edits import EDIT_FIELDS, LANDING, Plan, TaskEdits, plan, prepare, since
 from lsq_sync.errors import ApiError, FatalError, RejectedError, Stopped, StoreError
 from lsq_sync.models import edit_claims, task_edits, tasks
 from lsq_sync.run import Run, Tx
 from lsq_sync.states import EditStatus, OnConflict
 from lsq_sync.store import LeadOutcome, raw_hash, record_history, write_batch
 from lsq_sync.tasks import parse_date
-from lsq_sync.types import as_utc_or_none, utcnow
+from lsq_sync.types import utcnow
 from lsq_sync.upsert import insert_ignore_statement
 
 if TYPE_CHECKING:
     from lsq_sync.logs import Logger
 
 LEASE = timedelta(minutes=10)
-# An edit sent this long before another of its task was queued may still have been
-# landing in lsq_tasks when that one took its base (see edits.plan).
-LANDING = timedelta(minutes=1)
 PAGE = 25  # leads claimed at a time: about one window of the default limit
 
 PENDING = or_(task_edits.c.status.is_(None), task_edits.c.status == EditStatus.PENDING)
@@ -76,6 +74,7 @@ class Sent:
     plan: Plan
     remote: Mapping[str, Any] | None = None   # the task as just read
     error: ApiError | None = None
+    read: int = 0  # which read of its lead it relied on (LeadPush.reads)
 
 
 @dataclass
@@ -87,9 +86,12 @@ class LeadPush:
     rows: list[dict[str, Any]] | None = None   # what the read returned
     bad: dict[str, str] = field(default_factory=dict)  # tasks the read could not parse
     read_error: ApiError | None = None
+    unread: list[TaskEdits] | None = None  # the tasks read_error holds back (None: all)
     done: list[Sent] = field(default_factory=list)
     untried: list[TaskEdits] = field(default_factory=list)  # the run stopped first
     fatal: FatalError | None = None
+    reads: int = 0          # reads of the lead so far; `rows` are the last one's
+    read_at: float = 0.0    # when the last read answered (time.monotonic)
 
 
 class Pusher:
@@ -98,7 +100,7 @@ class Pusher:
 
     def __init__(self, *, engine: Engine, client: LsqClient | None, log: Logger,
                  notify_by: str, max_edit_attempts: int, on_conflict: OnConflict = "skip",
-                 history: bool = False) -> None:
+                 history: bool = False, max_read_age_s: float = 2.0) -> None:
         self.engine = engine
         self.client = client
         self.log = log
@@ -106,6 +108,7 @@ class Pusher:
         self.max_edit_attempts = max_edit_attempts
         self.on_conflict = on_conflict
         self.history = history
+        self.max_read_age_s = max_read_age_s
         self._run: Run | None = None
 
     @property
@@ -116,23 +119,25 @@ class Pusher:
     # -- reading -------------------------------------------------------------------------
 
     def load(self, conn: Connection, task_id: str) -> TaskEdits:
-        # Only the fields an edit carries: other systems may have put anything in the rest.
-        columns = [task_edits.c.id, task_edits.c.base,
-                   *(task_edits.c[name] for name in EDIT_FIELDS)]
-        rows = conn.execute(select(*columns).where(task_edits.c.task_id == task_id, PENDING)
-                            .order_by(task_edits.c.id)).mappings().all()
+        # Only the fields an edit carries: other systems may have put anything in the rest,
+        # created_at included (read as stored).
+        fields = [task_edits.c[name] for name in EDIT_FIELDS]
+        rows = [dict(r) for r in conn.execute(
+            select(task_edits.c.id, task_edits.c.base, *fields,
+                   type_coerce(task_edits.c.created_at, String).label("created_at"))
+            .where(task_edits.c.task_id == task_id, PENDING)
+            .order_by(task_edits.c.id)).mappings()]
         task = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
-        # Read as stored: another system may have written anything in created_at.
-        queued = [t for t in map(as_utc_or_none, conn.execute(
-            select(type_coerce(task_edits.c.created_at, String))
-            .where(task_edits.c.task_id == task_id, PENDING)).scalars()) if t is not None]
+        # The task's edits sent since the oldest base was taken (less LANDING); edits.plan
+        # judges each edit against those sent since its own base.
+        bases = [b for b in map(since, rows) if b is not None]
         landed: list[Any] = []
-        if queued:
-            landed = list(conn.execute(select(*columns).where(
+        if bases:
+            landed = list(conn.execute(select(*fields, task_edits.c.sent_at).where(
                 task_edits.c.task_id == task_id, task_edits.c.status == EditStatus.SENT,
-                task_edits.c.sent_at >= min(queued) - LANDING)
+                task_edits.c.sent_at >= min(bases) - LANDING)
                 .order_by(task_edits.c.id)).mappings())
-        return prepare(task_id, [dict(r) for r in rows], dict(task) if task else None,
+        return prepare(task_id, rows, dict(task) if task else None,
                        [dict(r) for r in landed])
 
     def settle_statuses(self) -> int:
@@ -292,30 +297,83 @@ class Pusher:
 
     def _push_lead(self, job: LeadPush) -> LeadPush:
         """Read the lead's tasks, merge each task's edits with what the CRM holds now, and
-        send the Updates that are needed. Nothing is sent that was not just read."""
+        send the Updates that are needed. Nothing is sent on a read older than
+        max_read_age_s: the task is read again, back to back with its Update."""
+        assert self.client is not None
+        spare: list[float] = []  # a slot reserved with the last read, for an Update at once
+        try:
+            return self._send_lead(job, spare)
+        finally:
+            for slot in spare:
+                self.client.release(slot)
+
+    def _read(self, job: LeadPush, spare: list[float]) -> dict[str, dict[str, Any]]:
+        """Read the lead with two slots at once: the first Update can follow the read
+        without waiting for a slot. Returns the tasks as read, by id."""
+        assert self.client is not None
+        for slot in spare:
+            self.client.release(slot)
+        spare.clear()
+        first, second = self.client.reserve_pair()
+        if second is not None:
+            spare.append(second)
+        found = self.client.retrieve_task_list(job.lead_id, slot=first)
+        job.reads += 1
+        job.read_at = time.monotonic()
+        # A task the read cannot parse holds back its own edits, not its neighbours'.
+        job.rows, job.bad = found.rows, found.bad
+        return {row["task_id"]: row for row in found.rows}
+
+    def _slot_for_update(self, job: LeadPush, spare: list[float]) -> float | None:
+        """A slot to send an Update on the last read at once, or None when that read is
+        too old (or no slot is free now)."""
+        assert self.client is not None
+        if time.monotonic() - job.read_at > self.max_read_age_s:
+            return None
+        return spare.pop() if spare else self.client.try_reserve()
+
+    def _send_lead(self, job: LeadPush, spare: list[float]) -> LeadPush:
         assert self.client is not None
         try:
-            found = self.client.retrieve_task_list(job.lead_id)
+            remote = self._read(job, spare)
+        except Stopped:
+            job.untried = list(job.tasks)
+            return job
         except FatalError:
             raise
         except ApiError as exc:
             job.read_error = exc
             return job
-        # A task the read cannot parse holds back its own edits, not its neighbours'.
-        job.rows, job.bad = found.rows, found.bad
-        remote = {row["task_id"]: row for row in job.rows}
         for i, item in enumerate(job.tasks):
-            if item.task_id in job.bad:
-                continue
-            row = remote.get(item.task_id)
-            decided = plan(item, row, self.notify_by, self.on_conflict)
-            if decided.outcome != "send":
-                job.done.append(Sent(item, decided, row))
-                continue
-            assert decided.payload is not None
             try:
-                self.client.update_task(decided.payload)
-                job.done.append(Sent(item, decided, row))
+                decided = self._plan(job, item, remote)
+                if decided is None or decided.outcome != "send":
+                    continue
+                slot = self._slot_for_update(job, spare)
+                if slot is None:
+                    # Never write on a read that has aged: read the task again, and send
+                    # its Update right behind the read.
+                    remote = self._read(job, spare)
+                    decided = self._plan(job, item, remote)
+                    if decided is None or decided.outcome != "send":
+                        continue
+                    slot = spare.pop() if spare else None
+                assert decided.payload is not None
+            except Stopped:
+                job.untried = job.tasks[i:]
+                break
+            except FatalError as exc:
+                job.fatal = exc
+                job.untried = job.tasks[i:]
+                break
+            except ApiError as exc:  # the read again failed: this task and the rest wait
+                job.read_error = exc
+                job.unread = job.tasks[i:]
+                break
+            row = remote.get(item.task_id)
+            try:
+                self.client.update_task(decided.payload, slot=slot)
+                job.done.append(Sent(item, decided, row, read=job.reads))
             except Stopped:
                 job.untried = job.tasks[i:]
                 break
@@ -324,8 +382,36 @@ class Pusher:
                 job.untried = job.tasks[i:]
                 break
             except ApiError as exc:
-                job.done.append(Sent(item, decided, row, exc))
+                job.done.append(Sent(item, decided, row, exc, read=job.reads))
+        self._learn_owners(job, spare)
         return job
+
+    def _plan(self, job: LeadPush, item: TaskEdits, remote: dict[str, dict[str, Any]]
+              ) -> Plan | None:
+        """The task's merge with what was just read; a plan that sends nothing is done
+        here. None: the read could not parse the task (its edits wait)."""
+        if item.task_id in job.bad:
+            return None
+        decided = plan(item, remote.get(item.task_id), self.notify_by, self.on_conflict)
+        if decided.outcome != "send":
+            job.done.append(Sent(item, decided, remote.get(item.task_id), read=job.reads))
+        return decided
+
+    def _learn_owners(self, job: LeadPush, spare: list[float]) -> None:
+        """After an owner set by email, read the lead once more: the new owner's id is
+        then known (the next edit's base), not NULL until the next pull."""
+        assert self.client is not None
+        if job.fatal is not None or job.untried or not any(
+                sent.error is None and sent.plan.payload is not None
+                and "OwnerEmailAddress" in sent.plan.payload and sent.read == job.reads
+                for sent in job.done):
+            return
+        try:
+            self._read(job, spare)
+        except (Stopped, ApiError) as exc:
+            if isinstance(exc, FatalError):
+                job.fatal = exc
+            # Otherwise the owner's id comes with the next pull, as before.
 
     def push(self, run: Run) -> None:
         """Send every pending edit, lead by lead; raises FatalError after recording what
@@ -382,17 +468,18 @@ class Pusher:
                 raise StoreError(f"cannot write lead {job.lead_id}: {describe(exc)}") from None
         if job.read_error is not None:
             error = job.read_error
-            for item in job.tasks:
+            for item in job.tasks if job.unread is None else job.unread:
                 self._record_error(item, ApiError(
                     f"cannot read the task's current state from LeadSquared: {error}",
                     exception_type=error.exception_type, status_code=error.status_code))
+        decided = {sent.task.task_id for sent in job.done}
         for item in job.tasks:
-            if item.task_id in job.bad:
+            if item.task_id in job.bad and item.task_id not in decided:
                 self._record_error(item, ApiError(
                     f"cannot read the task's current state from LeadSquared: "
                     f"{job.bad[item.task_id]}"))
         for sent in job.done:
-            self._record(sent)
+            self._record(sent, latest=sent.read == job.reads)
         if job.untried:
             with self.engine.begin() as conn:
                 for item in job.untried:
@@ -417,13 +504,16 @@ class Pusher:
             self.log.warning("edit_failed", edit_id=edit_id, task_id=prepared.task_id,
                              reason="invalid", error=why, at=now.isoformat())
 
-    def _record(self, sent: Sent) -> None:
+    def _record(self, sent: Sent, latest: bool = True) -> None:
+        """One task's outcome. `latest`: its plan relied on the lead's last read (a later
+        read, written by _record_lead, already holds what its Update did)."""
         decided = sent.plan
         if sent.error is not None:
             self._record_error(sent.task, sent.error)
             return
         run_id = self.run.id
-        ids = decided.ids
+        cancelled = set(decided.cancelled)
+        ids = [i for i in decided.ids if i not in cancelled]
         rows = task_edits.c.id.in_(ids)
         attempts = func.coalesce(task_edits.c.attempts, 0) + 1
         now = utcnow()
@@ -434,8 +524,14 @@ class Pusher:
                 conn.execute(update(task_edits).where(rows).values(
                     status=EditStatus.SENT, sent_at=now, attempts=attempts, run_id=run_id,
                     last_error=decided.describe()))
+                if cancelled:  # every field of theirs kept the CRM's value
+                    conn.execute(update(task_edits).where(
+                        task_edits.c.id.in_(cancelled)).values(
+                        status=EditStatus.CANCELLED, run_id=run_id,
+                        last_error=decided.describe()))
                 assert sent.remote is not None
-                self._apply(conn, decided, sent.remote, now)
+                if latest:
+                    self._apply(conn, decided, sent.remote, now)
                 if self.history:
                     record_history(conn, [decided.task_id], now)
                 tx.add(edits_sent=len(ids))
@@ -459,7 +555,7 @@ class Pusher:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record the outcome of task {decided.task_id}'s edits: "
                              f"{describe(exc)}") from None
-        fields = {"task_id": decided.task_id, "edit_ids": ids}
+        fields = {"task_id": decided.task_id, "edit_ids": decided.ids}
         if decided.outcome == "send":
             self.log.info("edits_sent", **fields, fields=sorted(decided.values))
             for conflict in decided.overwritten:

@@ -22,15 +22,17 @@ from lsq_sync.errors import Stopped
 # workers' start-up still crowded the CPU. A throttle answer doubles it
 # (Budget.widen_margin), so a jittery network teaches its own.
 DEFAULT_MARGIN_S = 0.04
+GROUP_STEP = 1e-6  # between the slots of one reservation of several (see Budget.group)
 
 
-def slot_wait(sends: Sequence[float], calls: int, span: float, now: float) -> float:
-    """Seconds until one more send fits among `sends` (in order, the last `span` seconds'),
-    at most `calls` of them per `span`; 0 if it fits now."""
-    if len(sends) < calls:
+def slot_wait(sends: Sequence[float], calls: int, span: float, now: float, n: int = 1
+              ) -> float:
+    """Seconds until `n` more sends fit at once among `sends` (in order, the last `span`
+    seconds'), at most `calls` of them per `span`; 0 if they fit now."""
+    if len(sends) + n <= calls:
         return 0.0
-    # The send that must leave the window before another one fits.
-    return sends[len(sends) - calls] + span - now
+    # The send that must leave the window before `n` more fit.
+    return sends[len(sends) + n - 1 - calls] + span - now
 
 
 class Window:
@@ -50,12 +52,12 @@ class Window:
     def span(self) -> float:
         return self.period + self.margin
 
-    def delay(self, now: float) -> float:
-        """Seconds until a send at `now` would fit; 0 if it fits now."""
+    def delay(self, now: float, n: int = 1) -> float:
+        """Seconds until `n` sends at `now` would fit; 0 if they fit now."""
         sends = self.sends
         while sends and sends[0] + self.span <= now:
             sends.popleft()
-        return slot_wait(sends, self.calls, self.span, now)
+        return slot_wait(sends, self.calls, self.span, now, n)
 
     def record(self, now: float) -> None:
         self.sends.append(now)
@@ -98,21 +100,32 @@ class Budget:
         self._last = max(self._last, now)
         return self._last
 
-    def delay(self, now: float) -> float:
+    def delay(self, now: float, n: int = 1) -> float:
         now = self._now(now)
         wait = max(0.0, self.blocked_until - now)
         for window in self.windows:
-            wait = max(wait, window.delay(now))
+            wait = max(wait, window.delay(now, n))
         return wait
 
-    def reserve(self, now: float) -> float:
-        """Take a slot at `now` and return 0, or return how long to wait first."""
-        wait = self.delay(now)
+    @property
+    def most(self) -> int:
+        """The most sends that can ever be reserved at once."""
+        return min(w.calls for w in self.windows)
+
+    def reserve(self, now: float, n: int = 1) -> float:
+        """Take `n` slots at `now` and return 0, or return how long to wait first."""
+        wait = self.delay(now, n)
         if wait > 0:
             return wait
         for window in self.windows:
-            window.record(self._last)
+            for slot in self.group(n):
+                window.record(slot)
         return 0.0
+
+    def group(self, n: int) -> list[float]:
+        """The slots of the last reservation of `n`: its time, and a microsecond apart for
+        each later one, so that each slot of a group can be told apart."""
+        return [self._last + i * GROUP_STEP for i in range(n)]
 
     def release(self, slot: float) -> None:
         """Give back the slot reserved at `slot`: that send will not happen."""
@@ -157,7 +170,11 @@ class Budget:
 class Shared(Protocol):
     """A budget other processes draw on too (see budget.py)."""
 
-    def reserve(self) -> float: ...
+    def reserve(self, n: int = 1) -> tuple[float, list[int]]: ...
+
+    def restamp(self, key: int) -> None: ...
+
+    def release(self, keys: Sequence[int]) -> None: ...
 
     def tighten(self, calls: int, period: float) -> None: ...
 
@@ -179,6 +196,7 @@ class RateLimiter:
         self.stop = stop or threading.Event()
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._held: dict[float, int] = {}  # a group's later slots -> their shared rows
 
     def wait(self, seconds: float) -> None:
         """Sleep, unless the run is stopping: then raise Stopped."""
@@ -191,24 +209,58 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Block until a request may be sent, and count it as sent; returns the slot."""
+        return self._take(1, block=True)[0]
+
+    def acquire_pair(self) -> tuple[float, float | None]:
+        """Block until two requests may be sent back to back (a read, then the write that
+        relies on it) and count both; the second slot is None when the limit allows only
+        one send per window, so that the second must wait its turn."""
+        if self.budget.most < 2:
+            return self.acquire(), None
+        first, second = self._take(2, block=True)
+        return first, second
+
+    def try_acquire(self) -> float | None:
+        """A slot if one is free right now, else None (never waits)."""
+        taken = self._take(1, block=False)
+        return taken[0] if taken else None
+
+    def _take(self, n: int, *, block: bool) -> list[float]:
         while True:
             with self._lock:
-                wait = self.budget.reserve(self.clock())
-                slot = self.budget._last
+                wait = self.budget.reserve(self.clock(), n)
+                slots = self.budget.group(n)
             if wait > 0:
+                if not block:
+                    return []
                 self.wait(wait)
                 continue
             if self.shared is None:
-                return slot
-            # The local slot is held while the shared budget (the other processes' sends)
+                return slots
+            # The local slots are held while the shared budget (the other processes' sends)
             # is asked: a shared slot is then never taken for a send that does not happen,
             # which would leave a hole in the window of every process.
-            wait = self.shared.reserve()
+            wait, keys = self.shared.reserve(n)
             if wait <= 0:
-                return slot
+                # The later sends of a group leave after the first one's answer: their
+                # shared rows are moved to the time they really go (see sent()).
+                with self._lock:
+                    self._held.update(zip(slots[1:], keys[1:], strict=True))
+                return slots
             with self._lock:
-                self.budget.release(slot)
+                for slot in slots:
+                    self.budget.release(slot)
+            if not block:
+                return []
             self.wait(wait)
+
+    def release(self, slot: float) -> None:
+        """Give back a slot whose request will not be sent."""
+        with self._lock:
+            self.budget.release(slot)
+            key = self._held.pop(slot, None)
+        if key is not None and self.shared is not None:
+            self.shared.release([key])
 
     def sent(self, slot: float) -> None:
         """The request of `slot` is going out only now (after connecting): move its slot.
@@ -218,6 +270,9 @@ class RateLimiter:
         """
         with self._lock:
             self.budget.restamp(slot, self.clock())
+            key = self._held.pop(slot, None)
+        if key is not None and self.shared is not None:
+            self.shared.restamp(key)
 
     def throttled(self, calls: int | None, period: float | None) -> bool:
         """Record a throttle answer; returns True when the stated limit is new to us.

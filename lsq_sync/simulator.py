@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 DEMO_ACCESS_KEY = "u$demo0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 DEMO_SECRET_KEY = "demo5ecret0a1b2c3d4e5f60718293a4b5c6d7e8"  # noqa: S105 - public demo key
 
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,7})?$")  # as it answers
 
 OWNERS = [
     ("190e7b6f-39da-11e6-b61b-22000aa8e760", "Asha Rao", "asha@example.com"),

@@ -12,12 +12,33 @@ def test_two_processes_share_one_window(engine: Engine) -> None:
     t = [1000.0]
     first = SharedSlots(engine, "b", 3, 1.0, 0.0, clock=lambda: t[0])
     second = SharedSlots(engine, "b", 3, 1.0, 0.0, clock=lambda: t[0])
-    assert [first.reserve(), second.reserve(), first.reserve()] == [0.0, 0.0, 0.0]
-    assert second.reserve() == 1.0  # the window is full for both
+    assert [first.reserve()[0], second.reserve()[0], first.reserve()[0]] == [0.0, 0.0, 0.0]
+    assert second.reserve() == (1.0, [])  # the window is full for both
     t[0] += 1.0
-    assert second.reserve() == 0.0
+    assert second.reserve()[0] == 0.0
     other_key = SharedSlots(engine, "c", 3, 1.0, 0.0, clock=lambda: t[0])
-    assert other_key.reserve() == 0.0  # another API key has its own budget
+    assert other_key.reserve()[0] == 0.0  # another API key has its own budget
+
+
+def test_a_pair_of_shared_slots_is_moved_or_given_back(engine: Engine) -> None:
+    t = [1000.0]
+    other = SharedSlots(engine, "b", 3, 1.0, 0.0, clock=lambda: t[0])
+    pair = SharedSlots(engine, "b", 3, 1.0, 0.0, clock=lambda: t[0])
+    assert other.reserve()[0] == 0.0
+    t[0] = 1000.2
+    wait, (read, write) = pair.reserve(2)
+    assert wait == 0.0 and read != write
+    wait, keys = other.reserve()                 # three sends in the window
+    assert abs(wait - 0.8) < 1e-9 and keys == []
+    t[0] = 1000.5
+    pair.restamp(write)                          # sent only now, after the read's answer
+    t[0] = 1001.1                                # 1000.0 has left; 1000.2 and 1000.5 hold
+    assert other.reserve()[0] == 0.0
+    assert abs(other.reserve()[0] - 0.1) < 1e-9  # until the read (1000.2) leaves
+    t[0] = 1001.3                                # the write holds until 1001.5, not 1001.2
+    assert abs(other.reserve(2)[0] - 0.2) < 1e-9
+    pair.release([write])                        # a slot given back frees its place at once
+    assert other.reserve(2)[0] == 0.0
 
 
 def test_a_stated_limit_tightens_the_shared_window(engine: Engine) -> None:

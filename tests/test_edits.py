@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -214,8 +214,13 @@ def test_owner_changes_conflict_when_the_crm_reassigned_the_task() -> None:
 
 
 def test_an_edit_without_a_base_takes_the_synced_state_once() -> None:
+    before = datetime.now(UTC)
     prepared = prepare("t-1", [{"id": 7, "name": "x", "base": None}], TASK)
-    assert prepared.new_bases == {7: BASE} and prepared.edits[0].base == BASE
+    (taken,) = prepared.new_bases.values()
+    assert list(prepared.new_bases) == [7] and prepared.edits[0].base == taken
+    assert {k: v for k, v in taken.items() if k != "taken_at"} == BASE
+    assert prepared.edits[0].since is not None and before <= prepared.edits[0].since
+    assert datetime.fromisoformat(taken["taken_at"]) == prepared.edits[0].since
     recorded = prepare("t-1", [{"id": 7, "name": "x", "base": BASE}], TASK)
     assert recorded.new_bases == {}
 
@@ -351,3 +356,53 @@ def test_plan_merges_owner_switches_notify_and_every_field() -> None:
     kept = plan(edits_of({"name": "Mine"}, {"reminder_minutes": 1}),
                 {**TASK, "name": "Theirs"}, "1000", on_conflict="remote")
     assert [c.field for c in kept.dropped] == ["name"] and kept.values == {"reminder_minutes": 1}
+
+
+# -- the window of "ours": it starts at the base an edit is judged against ---------------
+
+def sent(name: str, at: datetime) -> dict[str, Any]:
+    return {"name": name, "sent_at": at}
+
+
+def test_a_value_sent_before_the_base_was_taken_is_a_crm_change() -> None:
+    # Edit 1 sent "A" at 10:00. A CRM user set the name to "A" again later; edit 2 was
+    # retried at 12:00 and took a fresh base ("B", from a pull). "A" is the CRM's doing.
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    base = {**BASE, "name": "B", "taken_at": at.isoformat()}
+    rows = [{"id": 2, "name": "Mine", "base": base,
+             "created_at": datetime(2026, 12, 1, 9, 59, tzinfo=UTC)}]
+    landed = [sent("A", datetime(2026, 12, 1, 10, 0, tzinfo=UTC))]
+    decided = plan(prepare("t-1", rows, TASK, landed), {**TASK, "name": "A"}, "1000")
+    assert decided.outcome == "conflict"
+    # Sent within LANDING of the base: maybe not in lsq_tasks yet when it was taken: ours.
+    landed = [sent("A", at - timedelta(seconds=50))]
+    decided = plan(prepare("t-1", rows, TASK, landed), {**TASK, "name": "A"}, "1000")
+    assert decided.outcome == "send" and decided.values == {"name": "Mine"}
+    # Without taken_at the base dates from created_at (an edit another system inserted).
+    rows = [{**rows[0], "base": BASE}]
+    landed = [sent("A", datetime(2026, 12, 1, 10, 0, tzinfo=UTC))]
+    decided = plan(prepare("t-1", rows, TASK, landed), {**TASK, "name": "A"}, "1000")
+    assert decided.outcome == "send"
+
+
+def test_on_conflict_remote_cancels_the_edits_it_kept_nothing_of() -> None:
+    rows = [{"id": 1, "name": "Mine", "base": BASE},
+            {"id": 2, "description": "mine too", "base": BASE},
+            {"id": 3, "name": "Mine again", "reminder_minutes": 5, "base": BASE},
+            {"id": 4, "notify_by": "1100", "base": BASE}]
+    remote = {**TASK, "name": "Theirs"}
+    decided = plan(prepare("t-1", rows, TASK), remote, "1000", on_conflict="remote")
+    assert decided.outcome == "send"
+    assert decided.values == {"description": "mine too", "reminder_minutes": 5}
+    assert decided.cancelled == [1]  # 3 sent its reminder; 4 its NotifyBy
+    assert decided.payload is not None and decided.payload["Name"] == "Theirs"
+
+
+def test_a_placeholder_due_date_is_sent_as_the_crm_holds_it() -> None:
+    placeholder = "0001-01-01 00:00:00.000"
+    remote = {**TASK, "due_date": None, "raw": {"DueDate": placeholder}}
+    decided = plan(edits_of({"name": "New"}), remote, "1000")
+    assert decided.payload is not None and decided.payload["DueDate"] == placeholder
+    edited = plan(edits_of({"due_date": "2027-01-01 10:00:00"},
+                           base={**BASE, "due_date": None}), remote, "1000")
+    assert edited.payload is not None and edited.payload["DueDate"] == "2027-01-01 10:00:00"

@@ -92,8 +92,9 @@ def test_three_edits_to_one_task_make_one_call(setup: Setup) -> None:
     insert(engine, "INSERT INTO lsq_task_edits (task_id, name, owner_email, status) "
                    "VALUES (:t, 'Third', :e, NULL)", t=task_id, e=OWNERS[3][2])
     result = app.push(cfg)
-    # One read of the task's lead, then one Update for the three edits.
-    assert result.counts.edits_sent == 3 and result.counts.api_calls == 2
+    # One read of the task's lead, one Update for the three edits, and one read after it:
+    # the owner was set by email, and the next edit's base needs its id.
+    assert result.counts.edits_sent == 3 and result.counts.api_calls == 3
     assert update_calls(sim) == 1
     after = sim.state.task(task_id)
     assert after is not None
@@ -102,6 +103,8 @@ def test_three_edits_to_one_task_make_one_call(setup: Setup) -> None:
     assert after["OwnerID"] == OWNERS[3][0]
     assert after["Description"] == before["Description"]  # untouched fields kept
     assert {e.status for e in edits(engine)} == {"sent"}
+    synced = task_row(engine, task_id)
+    assert (synced.owner_id, synced.owner_name) == (OWNERS[3][0], OWNERS[3][1])
 
 
 @pytest.mark.parametrize(("column", "value", "message"), [
@@ -535,6 +538,65 @@ def test_on_conflict_local_overwrites_and_remote_keeps(
     assert result.counts.edits_conflict == 0
 
 
+def test_on_conflict_remote_cancels_an_edit_none_of_which_was_sent(
+        setup: Setup, make_config: Callable[..., Config], db_url: str) -> None:
+    _, engine, sim = setup
+    base = make_config(sim, db_url)
+    cfg = Config(lsq=base.lsq, database=base.database, leads=base.leads,
+                 push=type(base.push)(on_conflict="remote"))
+    (task_id,) = some_tasks(sim, 1)
+    named = queue(engine, task_id, name="Local name")
+    described = queue(engine, task_id, description="Local description")
+    sim.state.change_task(task_id, Name="CRM name")
+    result = app.push(cfg)
+    assert sim.state.task(task_id)["Description"] == "Local description"  # type: ignore[index]
+    assert sim.state.task(task_id)["Name"] == "CRM name"  # type: ignore[index]
+    status = {e.id: (e.status, e.last_error) for e in edits(engine)}
+    assert status[described][0] == "sent" and status[named][0] == "cancelled"
+    assert "kept LeadSquared's value" in status[named][1]
+    assert result.counts.edits_sent == 1
+
+
+def test_a_placeholder_due_date_survives_an_update_that_clears_omitted_fields(
+        db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    sim = make_sim(update_omitted="clear")
+    fill_leads_table(db_url, sim.state.lead_ids())
+    cfg = make_config(sim, db_url)
+    (task_id,) = some_tasks(sim, 1)
+    sim.state.change_task(task_id, DueDate="0001-01-01 00:00:00.000")
+    app.pull(cfg, PullOptions())
+    assert task_row(engine, task_id).due_date is None  # the API's "no date"
+    queue(engine, task_id, name="Renamed")
+    assert app.push(cfg).counts.edits_sent == 1
+    after = sim.state.task(task_id)
+    assert after is not None
+    assert (after["Name"], after["DueDate"]) == ("Renamed", "0001-01-01 00:00:00.000")
+
+
+def test_a_retried_edit_is_judged_against_its_new_base(setup: Setup) -> None:
+    from lsq_sync import edit_queue
+    cfg, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    first = queue(engine, task_id, name="A")
+    assert app.push(cfg).counts.edits_sent == 1
+    second = queue(engine, task_id, name="X")
+    sim.state.change_task(task_id, Name="B")
+    assert app.push(cfg).counts.edits_conflict == 1
+    # Ten minutes on: a CRM user sets "A" again, and the held edit is retried.
+    ago = datetime.now(UTC) - timedelta(minutes=10)
+    with engine.begin() as conn:
+        conn.execute(update(task_edits).where(task_edits.c.id == first).values(sent_at=ago))
+        conn.execute(update(task_edits).where(task_edits.c.id == second)
+                     .values(created_at=ago + timedelta(seconds=30)))
+    sim.state.change_task(task_id, Name="A")
+    assert edit_queue.retry(engine, [second]) == 1
+    result = app.push(cfg)
+    # "A" was the CRM user's, not our first edit's (sent long before the new base).
+    assert result.counts.edits_conflict == 1 and result.counts.edits_sent == 0
+    assert sim.state.task(task_id)["Name"] == "A"  # type: ignore[index]
+
+
 @pytest.mark.parametrize("change", ["moved", "deleted"])
 def test_a_task_moved_or_deleted_in_the_crm_is_never_written(change: str,
                                                              setup: Setup) -> None:
@@ -758,3 +820,58 @@ def test_a_task_the_read_cannot_parse_holds_back_only_its_own_edits(setup: Setup
     assert statuses[bad][0] == "pending" and "cannot read the task's current state" in \
         statuses[bad][1] and "Reminder" in statuses[bad][1]
     assert task_row(engine, bad).deleted_at is None  # its last good row is kept
+
+
+# -- a read has an age: no Update relies on a read older than max_read_age_s ------------
+
+def test_no_update_is_built_on_a_read_that_aged_behind_the_limiter(
+        sqlite_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    import threading
+    import time
+
+    from lsq_sync import db, edit_queue, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    # A small plan: 2 calls a second (the account's 2 in 5 s, five times faster).
+    sim = make_sim(leads=4, max_tasks=8, rate_calls=2, rate_period_s=1.0)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    cfg = make_config(sim, sqlite_url, rate_limit_calls=2, rate_limit_period_s=1.0)
+    cfg = Config(lsq=cfg.lsq, database=cfg.database, leads=cfg.leads,
+                 push=type(cfg.push)(max_read_age_s=0.3))
+    app.pull(cfg, PullOptions())
+    lead = max(sim.state.lead_ids(), key=lambda x: len(sim.state.tasks_of(x)))
+    ids = [t["TaskID"] for t in sim.state.tasks_of(lead)][:5]
+    assert len(ids) >= 4
+    for task_id in ids:
+        edit_queue.queue(engine, task_id, {"reminder_minutes": 7})
+    described, renamed, moved = ids[-1], ids[-2], ids[-3]
+    other_lead = next(x for x in sim.state.lead_ids() if x != lead)
+    reads_before = read_calls(sim)
+
+    def crm_user() -> None:  # changes three tasks right after the push's first read
+        deadline = time.monotonic() + 10
+        while read_calls(sim) == reads_before and time.monotonic() < deadline:
+            time.sleep(0.002)
+        sim.state.change_task(described, Description="Changed in the CRM")
+        sim.state.change_task(renamed, Name="Renamed in the CRM")
+        sim.state.move_task(moved, other_lead)
+
+    user = threading.Thread(target=crm_user)
+    user.start()
+    result = app.push(cfg)
+    user.join()
+    assert result.counts.throttled == 0
+    assert sim.state.task(described)["Description"] == "Changed in the CRM"  # type: ignore[index]
+    assert sim.state.task(renamed)["Name"] == "Renamed in the CRM"  # type: ignore[index]
+    assert moved in {t["TaskID"] for t in sim.state.tasks_of(other_lead)}  # not moved back
+    status = {e.task_id: e.status for e in edits(engine)}
+    assert status[moved] == "conflict"
+    assert {status[t] for t in ids if t != moved} == {"sent"}
+    assert {sim.state.task(t)["Reminder"] for t in ids if t != moved} == {"7"}  # type: ignore[index]
+    with engine.connect() as conn:  # lsq_tasks holds what the CRM holds, as last read
+        synced = {r.task_id: r for r in conn.execute(select(tasks).where(
+            tasks.c.task_id.in_(ids)))}
+    assert synced[described].description == "Changed in the CRM"
+    assert synced[renamed].name == "Renamed in the CRM"
+    assert {synced[t].reminder_minutes for t in ids if t != moved} == {7}

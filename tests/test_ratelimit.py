@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -164,13 +165,21 @@ class Refusing:
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
         self.taken = 0
+        self.restamped = []
+        self.released = []
 
-    def reserve(self) -> float:
+    def reserve(self, n: int = 1) -> tuple[float, list[int]]:
         if self.refusals:
             self.refusals -= 1
-            return 0.25
-        self.taken += 1
-        return 0.0
+            return 0.25, []
+        self.taken += n
+        return 0.0, list(range(self.taken - n, self.taken))
+
+    def restamp(self, key: int) -> None:
+        self.restamped.append(key)
+
+    def release(self, keys: Sequence[int]) -> None:
+        self.released.extend(keys)
 
     def tighten(self, calls: int, period: float) -> None:
         pass
@@ -197,3 +206,46 @@ def test_workers_follow_the_limit_unless_set() -> None:
     assert LsqConfig(rate_limit_calls=2).workers == 2
     assert LsqConfig(rate_limit_calls=500).workers == 32
     assert LsqConfig(rate_limit_calls=500, concurrency=4).workers == 4
+
+
+def test_a_pair_is_two_slots_at_once_or_a_wait_for_two() -> None:
+    t = [0.0]
+
+    def sleep(seconds: float) -> None:
+        t[0] += seconds
+
+    limiter = RateLimiter(3, 1.0, margin=0.0, clock=lambda: t[0], sleep=sleep)
+    assert limiter.acquire() == 0.0
+    t[0] = 0.2
+    assert limiter.acquire() == 0.2
+    # One slot is free, but a pair needs two: it waits until the send at 0.0 leaves.
+    first, second = limiter.acquire_pair()
+    assert first == 1.0 and second is not None and 0 < second - first < 1e-5
+    assert limiter.try_acquire() is None  # full: never waits
+    assert t[0] == 1.0
+    limiter.release(second)                  # the write that did not happen
+    assert limiter.try_acquire() == 1.0      # its slot is free again at once
+    assert limiter.try_acquire() is None
+
+
+def test_a_pair_under_a_limit_of_one_takes_one_slot() -> None:
+    t = [0.0]
+    limiter = RateLimiter(1, 1.0, margin=0.0, clock=lambda: t[0], sleep=lambda s: None)
+    assert limiter.acquire_pair() == (0.0, None)
+
+
+def test_a_pair_moves_its_second_shared_row_when_it_is_sent_or_gives_it_back() -> None:
+    t = [0.0]
+    shared = Refusing(refusals=0)
+    limiter = RateLimiter(4, 1.0, margin=0.0, clock=lambda: t[0], sleep=lambda s: None,
+                          shared=shared)
+    first, second = limiter.acquire_pair()
+    assert second is not None and shared.taken == 2
+    limiter.sent(first)            # the first row was taken for its own send: left as is
+    t[0] = 0.3
+    limiter.sent(second)           # the second goes after the first's answer
+    assert shared.restamped == [1] and list(limiter.budget.windows[0].sends) == [0.0, 0.3]
+    _, spare = limiter.acquire_pair()
+    assert spare is not None
+    limiter.release(spare)
+    assert shared.released == [3] and shared.restamped == [1]
