@@ -156,5 +156,7 @@ def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
                             history=cfg.store.history, overlap=cfg.leads.overlap)
             puller.stage()
             puller.pull()
+    # A signal that came when nothing was left to do stopped nothing: the run is done.
     return RunResult(run.id, run.status, run.current(), run.stopped,
-                     by_signal=ctx.stop.reason == StopReason.SIGNAL)
+                     by_signal=run.stopped is not None
+                     and ctx.stop.reason == StopReason.SIGNAL)

@@ -20,6 +20,11 @@ from lsq_sync.errors import ConfigError, LockedError, LsqSyncError
 from lsq_sync.states import EditStatus, LeadState, LogFormat, LogLevel
 from lsq_sync.text import safe
 
+# Ids are INTEGER columns and counts reach SQL LIMITs: a number past them is a usage
+# error (exit 2), not a driver's overflow.
+ROW_ID = click.IntRange(1, 2**31 - 1)
+COUNT = click.IntRange(1, 2**31 - 1)
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -272,7 +277,7 @@ def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lead-id", "lead_ids", multiple=True, metavar="ID", callback=_lead_ids,
                      help="Pull only this lead (repeatable) instead of the leads from "
                           "[leads].query. Never moves :last_success."),
-        click.option("--limit", type=click.IntRange(min=1), metavar="N",
+        click.option("--limit", type=COUNT, metavar="N",
                      help="Pull at most N leads (the first N the query returns). Never "
                           "moves :last_success, and resumes no interrupted pull."),
         click.option("--restart", is_flag=True,
@@ -417,7 +422,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @cli.group("runs", cls=Group, invoke_without_command=True)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=COUNT, default=20, show_default=True,
               help="How many runs to show, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run, per line.")
 @click.pass_context
@@ -457,7 +462,7 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
 
 
 @runs_cmd.command("show")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 @pass_settings
 def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
@@ -502,7 +507,7 @@ EDIT_STATUSES = [s.value for s in EditStatus]
 @cli.group("edits", cls=Group, invoke_without_command=True)
 @click.option("--status", type=click.Choice(EDIT_STATUSES), help="Only edits in this state.")
 @click.option("--task", "task_id", metavar="ID", help="Only the edits of this task.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--limit", type=COUNT, default=100, show_default=True,
               help="How many edits to show, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per edit, per line.")
 @click.pass_context
@@ -539,7 +544,7 @@ def edits_cmd(ctx: click.Context, status: str | None, task_id: str | None, limit
 
 
 @edits_cmd.command("retry")
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=ROW_ID)
 @click.option("--failed", is_flag=True, help="Every failed edit.")
 @click.option("--conflicts", is_flag=True, help="Every edit held as a conflict.")
 @pass_settings
@@ -559,7 +564,7 @@ def edits_retry(settings: Settings, ids: tuple[int, ...], failed: bool, conflict
 
 
 @edits_cmd.command("cancel")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
 @pass_settings
 def edits_cancel(settings: Settings, ids: tuple[int, ...]) -> None:
     """Mark edits cancelled: they are never sent. Sent edits stay sent."""

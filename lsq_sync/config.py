@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -101,15 +102,24 @@ def _int(low: int, high: int | None = None) -> Check:
     return check
 
 
-def _number(low: float, *, inclusive: bool) -> Check:
+DAY_S = 86400.0
+
+
+def _number(low: float, *, inclusive: bool, high: float = DAY_S) -> Check:
+    """A number above `low` and at most `high` (a day of seconds, unless said): a timeout
+    of 1e308 s is a typo, and would overflow the clocks it reaches."""
     def check(key: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {_kind(value)}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
         ok = number >= low if inclusive else number > low
-        if not ok or not math.isfinite(number):
+        if not ok or not number <= high:
             relation = "at least" if inclusive else "greater than"
-            raise ConfigError(f"{key} must be a finite number {relation} {low:g}; got {value}")
+            raise ConfigError(f"{key} must be a number {relation} {low:g} and at most "
+                              f"{high:g}; got {str(value)[:40]}")
         return number
     return check
 
@@ -121,6 +131,13 @@ def _base_url(key: str, value: Any) -> str:
             f"{key} must be an http(s) URL without a query, such as "
             f"https://api-in21.leadsquared.com; got {value!r}"
         )
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        if not parts.hostname:
+            raise ValueError("no host")
+    except ValueError as exc:
+        raise ConfigError(f"{key} is not a usable URL ({exc}); got {value!r}") from None
     if text.endswith("/v2"):
         text = text[: -len("/v2")]
     return text
@@ -166,17 +183,17 @@ class LsqConfig:
     access_key: Secret = setting(factory=lambda: Secret(""), check=_secret)
     secret_key: Secret = setting(factory=lambda: Secret(""), check=_secret)
     auth: Auth = setting("header", _choice(*get_args(Auth)))
-    rate_limit_calls: int = setting(25, _int(1))
+    rate_limit_calls: int = setting(25, _int(1, 1_000_000))
     rate_limit_period_s: float = setting(5.0, _number(0, inclusive=False))
     timeout_s: float = setting(30.0, _number(0, inclusive=False))
     max_attempts: int = setting(5, _int(1, 100))
     # requests in flight at once; 0: follow rate_limit_calls
     concurrency: int = setting(0, _int(0, 64))
     retry_backoff_s: float = setting(1.0, _number(0, inclusive=True))
-    max_throttle_waits: int = setting(30, _int(1))
+    max_throttle_waits: int = setting(30, _int(1, 1_000_000))
     shared_budget: bool = setting(True, _bool)
-    max_calls_per_run: int = setting(0, _int(0))
-    max_calls_per_day: int = setting(0, _int(0))
+    max_calls_per_run: int = setting(0, _int(0, 2**31 - 1))
+    max_calls_per_day: int = setting(0, _int(0, 2**31 - 1))
 
     @property
     def workers(self) -> int:
@@ -206,7 +223,8 @@ class LeadsConfig:
     query: str = setting("SELECT lead_id FROM leads", _query)
     # :last_success is bound this many seconds before the last complete pass started:
     # the leads table's timestamps come from another clock, and may be rounded.
-    watermark_overlap_s: float = setting(120.0, _number(0, inclusive=True))
+    watermark_overlap_s: float = setting(120.0, _number(0, inclusive=True,
+                                                        high=3650 * DAY_S))
 
     @property
     def overlap(self) -> timedelta:
@@ -216,7 +234,7 @@ class LeadsConfig:
 @dataclass(frozen=True)
 class PushConfig:
     notify_by: NotifyBy = setting("1000", _choice(*get_args(NotifyBy)))
-    max_edit_attempts: int = setting(10, _int(1))
+    max_edit_attempts: int = setting(10, _int(1, 1_000_000))
     on_conflict: OnConflict = setting("skip", _choice(*get_args(OnConflict)))  # edits.plan
     # the oldest read an Update may rely on; older, the task is read again, back to back
     # with its Update

@@ -13,6 +13,7 @@ from lsq_sync.app import Context, make_client
 from lsq_sync.config import Config
 from lsq_sync.errors import LsqSyncError
 from lsq_sync.logs import get_logger
+from lsq_sync.text import safe
 
 
 @dataclass
@@ -22,14 +23,25 @@ class Check:
     message: str
 
 
-def _api_host(answer: Any) -> str | None:
-    """The account's API host from UserByAccessKey.Get's answer, as a bare host name."""
+def _api_host(answer: Any, configured: httpx.URL) -> httpx.URL | None:
+    """The account's API host from UserByAccessKey.Get's answer, as a URL (without a
+    scheme of its own, the configured one)."""
     urls = answer.get("LSQCommonServiceURLs") if isinstance(answer, dict) else None
     value = urls.get("api") if isinstance(urls, dict) else None
     if not isinstance(value, str) or not value.strip():
         return None
     value = value.strip()
-    return (httpx.URL(value).host if "://" in value else value.split("/")[0]) or None
+    try:
+        url = httpx.URL(value if "://" in value else f"{configured.scheme}://{value}")
+    except httpx.InvalidURL:
+        return None
+    return url if url.host else None
+
+
+def _origin(url: httpx.URL) -> str:
+    """scheme://host[:port], the port only when it is not the scheme's own."""
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}"
 
 
 def run_checks(cfg: Config) -> list[Check]:
@@ -76,14 +88,17 @@ def run_checks(cfg: Config) -> list[Check]:
         zone = answer.get("TimeZone") if isinstance(answer, dict) else None
         checks.append(Check("credentials", True, f"accepted (user {who or '?'}, account time "
                                                   f"zone {zone or '?'})"))
-        host = _api_host(answer)
-        configured = httpx.URL(cfg.lsq.base_url).host
-        if host and configured and host.lower() != configured.lower():
+        configured = httpx.URL(cfg.lsq.base_url)
+        api = _api_host(answer, configured)
+        if api is not None and (api.host.lower(), api.port) != (configured.host.lower(),
+                                                                  configured.port):
             checks.append(Check("api host", False,
-                                f"[lsq].base_url names {configured}, but the account's API host "
-                                f"is {host}: set base_url = \"https://{host}\""))
-        elif host:
-            checks.append(Check("api host", True, f"{host} is the account's own host"))
+                                f"[lsq].base_url names {safe(configured.netloc.decode())}, but "
+                                f"the account's API host is {safe(api.netloc.decode())}: set "
+                                f"base_url = \"{safe(_origin(api))}\""))
+        elif api is not None:
+            checks.append(Check("api host", True,
+                                f"{safe(api.netloc.decode())} is the account's own host"))
     except LsqSyncError as exc:
         checks.append(Check("credentials", False, str(exc)))
     return checks

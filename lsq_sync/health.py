@@ -19,16 +19,22 @@ from lsq_sync.types import utcnow
 
 COMMANDS = ("pull", "push", "sync")
 COUNT_NAMES = list(RunCounts().as_dict())
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+|\d+(?:\.\d+)?")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION = timedelta(days=3650)  # ten years: anything longer is a typo
 
 
-def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '2h', '1d' (a bare number is seconds)."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"--max-age {text!r} is not a duration such as 30m, 2h or 1d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+def parse_duration(text: str, option: str = "--max-age") -> timedelta:
+    """'90s', '30m', '2h', '1d', '2w', '1h30m' (a bare number is seconds)."""
+    compact = text.strip().replace(" ", "").lower()
+    shown = repr(text[:40]).encode("ascii", "backslashreplace").decode()
+    if not compact.isascii() or not _DURATION.fullmatch(compact):
+        raise ConfigError(f"{option} {shown} is not a duration such as 30m, 1h30m, 2d or 1w")
+    seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    if seconds > MAX_DURATION.total_seconds():
+        raise ConfigError(f"{option} {shown} is longer than ten years")
+    return timedelta(seconds=seconds)
 
 
 def _run(row: Any) -> dict[str, Any]:

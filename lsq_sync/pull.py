@@ -83,6 +83,7 @@ class Puller:
         run_id, stop = self.run.id, self.run.stop
         previous = None
         start = done = 0
+        cut = False
         if self.is_pass:
             if self.options.restart:
                 dropped = worklist.forget_unfinished(self.engine, run_id)
@@ -100,11 +101,14 @@ class Puller:
             if retry:
                 again = worklist.stage(self.engine, run_id, [retry], start=start, stop=stop)
                 start = max(start, again.last_seq)
+                cut = again.cut
                 self.log.info("retrying_failed_leads", leads=len(retry))
         else:
             self.params["last_success"] = runs.last_success(self.engine, self.overlap)
         staged = worklist.stage(self.engine, run_id, self._sources(), limit=self.options.limit,
                                 on_skip=self._on_skip, start=start, stop=stop)
+        if staged.cut or cut:  # not every lead was staged: the pass is not complete
+            self.run.stopped = self.run.stopped or self.run.why_stopped()
         staged.total = worklist.count_todo(self.engine, run_id)
         with self.run.begin() as tx:
             tx.add(leads_total=staged.total, leads_skipped=staged.skipped + staged.duplicates)

@@ -134,6 +134,10 @@ class Run:
             while True:
                 if stopping_since is None and self.stop.is_set():
                     stopping_since = time.monotonic()
+                    if not exhausted and workers.in_flight == 0 \
+                            and next(jobs, None) is None:
+                        exhausted = True  # nothing was left: the stop stopped nothing
+                        break
                     self.stopped = self.stopped or self.why_stopped()
                     if self.stopped is not None:
                         self.log.warning("stopping", reason=self.stopped,

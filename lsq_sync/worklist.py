@@ -30,6 +30,7 @@ class Staged:
     skipped: int = 0
     duplicates: int = 0
     last_seq: int = 0
+    cut: bool = False  # a stop ended it before the query's end
 
 
 def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
@@ -45,7 +46,8 @@ def stage(engine: Engine, run_id: int, batches: Iterable[list[Any]], *,
                                        .where(run_leads.c.run_id == run_id)).scalar_one())
         for raw_batch in batches:
             if stop is not None and stop.is_set():
-                break  # the next run stages the query again; the unique key drops repeats
+                staged.cut = True  # the next run stages the query again; the unique key
+                break              # drops repeats
             rows = []
             for value in raw_batch:
                 lead_id, why = check_lead_id(value)

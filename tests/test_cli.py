@@ -403,3 +403,50 @@ def test_ids_and_messages_from_the_database_reach_no_terminal_raw(
     assert "t\\x1b[2J\\x1b]0;owned\\x07\\u202e" in outputs[0].output
     assert "created not a \\x1b[2J time" in outputs[0].output
     assert "edit 1 of task t\\x1b[2J\\x1b]0;owned\\x07\\u202e  failed" in outputs[4].output
+
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("args", [
+    ["runs", "show", HUGE], ["runs", "--limit", HUGE], ["edits", "retry", HUGE],
+    ["edits", "cancel", HUGE], ["edits", "--limit", HUGE], ["pull", "--limit", HUGE],
+    ["status", "--max-age", HUGE + "d"], ["status", "--max-age", "1e999"],
+    ["status", "--max-age", "\u0663h"],
+])
+def test_a_huge_number_on_the_command_line_is_exit_2(args: list[str], tmp_path: Path,
+                                                     sqlite_url: str) -> None:
+    path = write_config(tmp_path / "c.toml", None, sqlite_url)
+    assert invoke("--config", str(path), "db", "upgrade").exit_code == 0
+    result = invoke("--config", str(path), *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert len([ln for ln in result.output.splitlines() if ln.strip()]) <= 4  # click's usage
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ('[leads]\nwatermark_overlap_s = 1e300', "[leads].watermark_overlap_s"),
+    ('[lsq]\ntimeout_s = 1e308', "[lsq].timeout_s"),
+    ('[lsq]\ntimeout_s = inf', "[lsq].timeout_s"),
+    ('[lsq]\nretry_backoff_s = 1e20', "[lsq].retry_backoff_s"),
+    ('[lsq]\nbase_url = "http://[::1"', "[lsq].base_url"),
+    ('[lsq]\nbase_url = "http://host:port"', "[lsq].base_url"),
+    ('[lsq]\nmax_calls_per_day = 99999999999999999999', "[lsq].max_calls_per_day"),
+])
+def test_a_config_value_past_any_sense_is_exit_2_naming_the_key(
+        setting: str, key: str, tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(setting + "\n")
+    result = invoke("--config", str(path), "runs")
+    assert result.exit_code == 2, result.output
+    assert key in one_line_error(result)
+
+
+def test_durations_take_units_together() -> None:
+    from datetime import timedelta
+
+    from lsq_sync.health import parse_duration
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("2w") == timedelta(days=14)
+    assert parse_duration(" 90 ") == timedelta(seconds=90)
+    assert parse_duration("1.5d") == timedelta(hours=36)

@@ -266,15 +266,40 @@ def test_doctor(db_url: str, sim: Simulator, make_sim: Callable[..., Simulator],
     elsewhere = make_sim(account_host="https://api-in21.leadsquared.com")
     wrong_host = cli_run(write_config(tmp_path / "h.toml", elsewhere, db_url), "doctor")
     assert wrong_host.exit_code == 3
-    assert 'FAIL  api host     [lsq].base_url names 127.0.0.1, but the account\'s API host ' \
-           'is api-in21.leadsquared.com: set base_url = "https://api-in21.leadsquared.com"' \
-           in wrong_host.output
+    assert f'FAIL  api host     [lsq].base_url names 127.0.0.1:{httpx_port(elsewhere.url)}, ' \
+           'but the account\'s API host is api-in21.leadsquared.com: set base_url = ' \
+           '"https://api-in21.leadsquared.com"' in wrong_host.output
 
     bad_keys = cli_run(write_config(tmp_path / "k.toml", sim, db_url, secret_key="nope"),
                        "doctor")
     assert bad_keys.exit_code == 3
     assert "FAIL  credentials  the API rejected the credentials" in bad_keys.output
     assert "nope" not in bad_keys.output
+
+
+def test_doctor_keeps_the_port_and_the_scheme_of_the_api_host(
+        sqlite_url: str, make_sim: Callable[..., Simulator], tmp_path: Path) -> None:
+    sim = make_sim()
+    port = httpx_port(sim.url)
+    sim.cfg.account_host = f"127.0.0.1:{port}"  # no scheme: the configured one
+    config = write_config(tmp_path / "c.toml", sim, sqlite_url)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    cli_run(config, "db", "upgrade")
+    same = cli_run(config, "doctor")
+    assert same.exit_code == 0, same.output
+    assert f"ok    api host     127.0.0.1:{port} is the account's own host" in same.output
+    sim.cfg.account_host = "http://127.0.0.1:1"
+    other = cli_run(config, "doctor")
+    assert other.exit_code == 3
+    assert (f"[lsq].base_url names 127.0.0.1:{port}, but the account's API host is "
+            f"127.0.0.1:1: set base_url = \"http://127.0.0.1:1\"") in other.output
+
+
+def httpx_port(url: str) -> int:
+    from urllib.parse import urlsplit
+    port = urlsplit(url).port
+    assert port is not None
+    return port
 
 
 def test_doctor_on_a_fresh_database(sim: Simulator, tmp_path: Path) -> None:

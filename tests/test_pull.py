@@ -696,3 +696,24 @@ def test_the_watermark_holds_whatever_the_session_time_zone(
     assert zone in ("UTC", "+00:00")
     probe.dispose()
     admin.dispose()
+
+
+@pytest.mark.parametrize("leads", [0, 5])
+def test_a_signal_stops_a_run_only_when_work_was_left(
+        leads: int, sqlite_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    from lsq_sync import db, schema
+    from lsq_sync.control import Stop, StopReason
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    sim = make_sim(leads=leads)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    stop = Stop()
+    stop.set(StopReason.SIGNAL)  # SIGTERM as the run starts
+    result = app.pull(make_config(sim, sqlite_url), PullOptions(), app.Context(stop=stop))
+    with engine.connect() as conn:
+        complete = conn.execute(select(sync_runs.c.pass_complete)).scalar_one()
+    if leads:  # nothing was staged: the pass is not complete, :last_success stays
+        assert result.by_signal and result.status == "partial" and not complete
+    else:  # nothing to do: nothing was stopped, and the CLI exits 0
+        assert not result.by_signal and result.status == "succeeded" and complete
