@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from lsq_sync.db import make_engine
+from lsq_sync.ddl import repair_batch_copies
 from lsq_sync.models import metadata
 from lsq_sync.schema import VERSION_TABLE
 
@@ -30,6 +31,7 @@ def _run(connection: Connection) -> None:
         include_name=_ours,
     )
     with context.begin_transaction():
+        repair_batch_copies(connection)  # what an upgrade killed under an older lsq-sync left
         context.run_migrations()
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -201,3 +205,83 @@ def test_an_installed_wheel_migrates_and_writes_its_config(tmp_path: Any) -> Non
     init = run("init", "fresh.toml")
     assert init.returncode == 0, init.stderr
     assert "[metrics]" in (tmp_path / "fresh.toml").read_text()
+
+
+KILLER = """
+import atexit, os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+at, how = int(sys.argv[1]), getattr(signal, sys.argv[2])
+seen = [0]
+@event.listens_for(Engine, "before_cursor_execute")
+def count(*_args):
+    seen[0] += 1
+    if seen[0] == at:
+        os.kill(os.getpid(), how)
+atexit.register(lambda: print(f"statements={seen[0]}", file=sys.stderr))
+from lsq_sync.cli import main
+sys.argv = ["lsq-sync", "db", "upgrade"]
+main()
+"""
+
+
+def upgrade_killed_at(url: str, at: int, how: str = "SIGKILL") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LSQ_SYNC_DATABASE_URL": url, "LSQ_SYNC_CONFIG": "",
+           "LSQ_ACCESS_KEY": "", "LSQ_SECRET_KEY": ""}
+    return subprocess.run([sys.executable, "-c", KILLER, str(at), how], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=os.getcwd())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_an_upgrade_killed_anywhere_runs_again_to_the_same_schema(
+        seed: int, empty_db_url: str) -> None:
+    """MariaDB's DDL commits at once and SQLite's driver commits DDL outside transactions:
+    an upgrade killed between two steps of a revision must finish when run again."""
+    full = upgrade_killed_at(empty_db_url, 0)  # never killed: how many statements in all
+    assert full.returncode == 0, full.stderr
+    total = int(full.stderr.rsplit("statements=", 1)[1].split()[0])
+    engine = db.make_engine(empty_db_url)
+    # Start again from nothing: drop what the full upgrade made.
+    with engine.begin() as conn:
+        for view in inspect(conn).get_view_names():
+            conn.execute(text(f"DROP VIEW {view}"))
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE {schema.VERSION_TABLE}"))
+    rng = random.Random(seed)
+    # Killed once anywhere, then (what is left is shorter) killed again early in the rerun.
+    for how, at in (("SIGKILL", rng.randint(2, total - 1)),
+                    ("SIGTERM", rng.randint(2, total // 4))):
+        killed = upgrade_killed_at(empty_db_url, at, how)
+        if killed.returncode == 0:  # the rerun had fewer statements left than `at`
+            assert int(killed.stderr.rsplit("statements=", 1)[1].split()[0]) < at
+        else:
+            assert "statements=" not in killed.stderr  # died there, no clean exit
+    again = upgrade_killed_at(empty_db_url, 0)
+    assert again.returncode == 0, again.stderr[-2000:]
+    schema.require_current(engine)
+    command.check(schema.alembic_config(engine))  # every table, column and index is there
+    views = set(inspect(engine).get_view_names())
+    assert {"lsq_open_tasks", "lsq_overdue_tasks", "lsq_task_counts_by_owner", "lsq_clock",
+            "lsq_task_reassignments"} <= views
+    engine.dispose()
+
+
+def test_a_batch_copy_left_by_a_killed_upgrade_is_finished_or_dropped(
+        sqlite_url: str) -> None:
+    from lsq_sync.ddl import repair_batch_copies
+    engine = db.make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE kept (x INTEGER)"))
+        conn.execute(text("CREATE TABLE _alembic_tmp_kept (x INTEGER)"))    # copy unfinished
+        conn.execute(text("CREATE TABLE _alembic_tmp_moved (x INTEGER)"))   # original dropped
+        conn.execute(text("INSERT INTO _alembic_tmp_moved VALUES (7)"))
+    with engine.begin() as conn:
+        done = repair_batch_copies(conn)
+    assert done == ["dropped the unfinished copy _alembic_tmp_kept",
+                    "renamed the finished copy _alembic_tmp_moved to moved"]
+    assert set(inspect(engine).get_table_names()) == {"kept", "moved"}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT x FROM moved")).scalar_one() == 7
+    engine.dispose()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from lsq_sync import ddl
 from lsq_sync.types import UTCDateTime, json_type, utc_timestamp
 
 revision: str = "0001"
@@ -19,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    ddl.create_table(
         "lsq_tasks",
         sa.Column("task_id", sa.String(64), nullable=False),
         sa.Column("lead_id", sa.String(64), nullable=False),
@@ -39,12 +40,12 @@ def upgrade() -> None:
         sa.Column("raw", json_type()),
         sa.PrimaryKeyConstraint("task_id", name="pk_lsq_tasks"),
     )
-    op.create_index("ix_lsq_tasks_lead_id", "lsq_tasks", ["lead_id"])
-    op.create_index("ix_lsq_tasks_owner_id_status", "lsq_tasks", ["owner_id", "status"])
-    op.create_index("ix_lsq_tasks_status", "lsq_tasks", ["status"])
-    op.create_index("ix_lsq_tasks_due_date", "lsq_tasks", ["due_date"])
+    ddl.create_index("ix_lsq_tasks_lead_id", "lsq_tasks", ["lead_id"])
+    ddl.create_index("ix_lsq_tasks_owner_id_status", "lsq_tasks", ["owner_id", "status"])
+    ddl.create_index("ix_lsq_tasks_status", "lsq_tasks", ["status"])
+    ddl.create_index("ix_lsq_tasks_due_date", "lsq_tasks", ["due_date"])
 
-    op.create_table(
+    ddl.create_table(
         "lsq_task_edits",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("task_id", sa.String(64), nullable=False),
@@ -62,11 +63,11 @@ def upgrade() -> None:
         sa.Column("sent_at", UTCDateTime()),
         sa.PrimaryKeyConstraint("id", name="pk_lsq_task_edits"),
     )
-    op.create_index("ix_lsq_task_edits_status_task_id", "lsq_task_edits", ["status", "task_id"])
+    ddl.create_index("ix_lsq_task_edits_status_task_id", "lsq_task_edits", ["status", "task_id"])
 
     counts = ("leads_total", "leads_ok", "leads_failed", "leads_skipped", "tasks_upserted",
               "tasks_deleted", "edits_sent", "edits_failed", "api_calls", "throttled")
-    op.create_table(
+    ddl.create_table(
         "lsq_sync_runs",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("command", sa.String(16), nullable=False),
@@ -81,9 +82,9 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", UTCDateTime()),
         sa.PrimaryKeyConstraint("id", name="pk_lsq_sync_runs"),
     )
-    op.create_index("ix_lsq_sync_runs_command_status", "lsq_sync_runs", ["command", "status"])
+    ddl.create_index("ix_lsq_sync_runs_command_status", "lsq_sync_runs", ["command", "status"])
 
-    op.create_table(
+    ddl.create_table(
         "lsq_run_leads",
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),

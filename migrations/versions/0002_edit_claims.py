@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from lsq_sync import ddl
 from lsq_sync.types import UTCDateTime
 
 revision: str = "0002"
@@ -19,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    ddl.create_table(
         "lsq_edit_claims",
         sa.Column("task_id", sa.String(64), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),

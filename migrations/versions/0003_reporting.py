@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from lsq_sync import ddl
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
@@ -34,13 +36,14 @@ def _now() -> str:
 
 
 def upgrade() -> None:
-    op.create_index("ix_lsq_tasks_deleted_at_due_date", "lsq_tasks", ["deleted_at", "due_date"])
-    op.execute(f"CREATE VIEW lsq_open_tasks AS SELECT {COLUMNS} FROM lsq_tasks WHERE {OPEN}")
-    op.execute(f"CREATE VIEW lsq_overdue_tasks AS SELECT {COLUMNS} FROM lsq_tasks "
-               f"WHERE {OPEN} AND due_date IS NOT NULL AND due_date < {_now()}")
-    op.execute("CREATE VIEW lsq_task_counts_by_owner AS "
-               "SELECT owner_id, owner_name, status, COUNT(*) AS tasks FROM lsq_tasks "
-               "WHERE deleted_at IS NULL GROUP BY owner_id, owner_name, status")
+    ddl.create_index("ix_lsq_tasks_deleted_at_due_date", "lsq_tasks", ["deleted_at", "due_date"])
+    ddl.create_view("lsq_open_tasks", f"SELECT {COLUMNS} FROM lsq_tasks WHERE {OPEN}")
+    ddl.create_view("lsq_overdue_tasks",
+                    f"SELECT {COLUMNS} FROM lsq_tasks "
+                    f"WHERE {OPEN} AND due_date IS NOT NULL AND due_date < {_now()}")
+    ddl.create_view("lsq_task_counts_by_owner",
+                    "SELECT owner_id, owner_name, status, COUNT(*) AS tasks FROM lsq_tasks "
+                    "WHERE deleted_at IS NULL GROUP BY owner_id, owner_name, status")
 
 
 def downgrade() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from lsq_sync import ddl
 from lsq_sync.types import UTCDateTime
 
 revision: str = "0004"
@@ -19,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    ddl.create_table(
         "lsq_locks",
         sa.Column("name", sa.String(16), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
@@ -29,22 +30,21 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_lsq_locks"),
     )
-    op.create_table(
+    ddl.create_table(
         "lsq_rate_buckets",
         sa.Column("bucket", sa.String(64), nullable=False),
         sa.Column("touched", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("bucket", name="pk_lsq_rate_buckets"),
     )
-    op.create_table(
+    ddl.create_table(
         "lsq_rate_slots",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("bucket", sa.String(64), nullable=False),
         sa.Column("sent_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_lsq_rate_slots"),
     )
-    op.create_index("ix_lsq_rate_slots_bucket_sent_at", "lsq_rate_slots", ["bucket", "sent_at"])
-    with op.batch_alter_table("lsq_run_leads") as batch:
-        batch.add_column(sa.Column("error", sa.Text()))
+    ddl.create_index("ix_lsq_rate_slots_bucket_sent_at", "lsq_rate_slots", ["bucket", "sent_at"])
+    ddl.add_column("lsq_run_leads", sa.Column("error", sa.Text()))
 
 
 def downgrade() -> None:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from lsq_sync import ddl
+
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
@@ -19,8 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("lsq_tasks") as batch:
-        batch.add_column(sa.Column("raw_hash", sa.String(64)))
+    ddl.add_column("lsq_tasks", sa.Column("raw_hash", sa.String(64)))
 
 
 def downgrade() -> None:

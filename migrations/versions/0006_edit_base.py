@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from lsq_sync import ddl
 from lsq_sync.types import json_type
 
 revision: str = "0006"
@@ -20,12 +21,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("lsq_task_edits") as batch:
-        batch.add_column(sa.Column("base", json_type()))
-        batch.add_column(sa.Column("run_id", sa.Integer()))
-    with op.batch_alter_table("lsq_sync_runs") as batch:
-        batch.add_column(sa.Column("edits_conflict", sa.Integer(), nullable=False,
-                                   server_default=sa.text("0")))
+    ddl.add_column("lsq_task_edits", sa.Column("base", json_type()))
+    ddl.add_column("lsq_task_edits", sa.Column("run_id", sa.Integer()))
+    ddl.add_column("lsq_sync_runs", sa.Column("edits_conflict", sa.Integer(), nullable=False,
+                                              server_default=sa.text("0")))
 
 
 def downgrade() -> None:

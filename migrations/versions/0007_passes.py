@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from lsq_sync import ddl
 from lsq_sync.types import UTCDateTime, json_type, long_text
 
 revision: str = "0007"
@@ -40,11 +41,10 @@ def _now(shift: str = "") -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("lsq_sync_runs") as batch:
-        batch.add_column(sa.Column("pass_started_at", UTCDateTime()))
-        batch.add_column(sa.Column("pass_since", UTCDateTime()))
-        batch.add_column(sa.Column("pass_complete", sa.Boolean(), nullable=False,
-                                   server_default=sa.false()))
+    ddl.add_column("lsq_sync_runs", sa.Column("pass_started_at", UTCDateTime()))
+    ddl.add_column("lsq_sync_runs", sa.Column("pass_since", UTCDateTime()))
+    ddl.add_column("lsq_sync_runs", sa.Column("pass_complete", sa.Boolean(), nullable=False,
+                                              server_default=sa.false()))
     runs = sa.table("lsq_sync_runs", sa.column("started_at"), sa.column("command"),
                     sa.column("status"), sa.column("pass_started_at"),
                     sa.column("pass_complete", sa.Boolean()))
@@ -57,7 +57,7 @@ def upgrade() -> None:
                                    runs.c.status != "succeeded")
                .values(pass_started_at=runs.c.started_at))
 
-    op.create_table(
+    ddl.create_table(
         "lsq_failed_leads",
         sa.Column("lead_id", sa.String(64), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
@@ -68,16 +68,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("lead_id", name="pk_lsq_failed_leads"),
     )
 
-    with op.batch_alter_table("lsq_sync_runs") as batch:
-        batch.add_column(sa.Column("tasks_skipped", sa.Integer(), nullable=False,
-                                   server_default=sa.text("0")))
-    with op.batch_alter_table("lsq_tasks") as batch:
-        batch.add_column(sa.Column("changed_at", UTCDateTime()))
+    ddl.add_column("lsq_sync_runs", sa.Column("tasks_skipped", sa.Integer(), nullable=False,
+                                              server_default=sa.text("0")))
+    ddl.add_column("lsq_tasks", sa.Column("changed_at", UTCDateTime()))
     tasks = sa.table("lsq_tasks", sa.column("changed_at"), sa.column("last_synced_at"))
     op.execute(tasks.update().values(changed_at=tasks.c.last_synced_at))
-    op.create_index("ix_lsq_tasks_changed_at", "lsq_tasks", ["changed_at"])
+    ddl.create_index("ix_lsq_tasks_changed_at", "lsq_tasks", ["changed_at"])
 
-    op.create_table(
+    ddl.create_table(
         "lsq_task_history",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("task_id", sa.String(64), nullable=False),
@@ -103,15 +101,15 @@ def upgrade() -> None:
         sa.Column("deleted", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_lsq_task_history"),
     )
-    op.create_index("ix_lsq_task_history_task_id_valid_to", "lsq_task_history",
+    ddl.create_index("ix_lsq_task_history_task_id_valid_to", "lsq_task_history",
                     ["task_id", "valid_to"])
-    op.create_index("ix_lsq_task_history_valid_from", "lsq_task_history", ["valid_from"])
+    ddl.create_index("ix_lsq_task_history_valid_from", "lsq_task_history", ["valid_from"])
 
     # Reports on history: a clock for "since a week ago" in any database, and owner changes.
-    op.execute(f"CREATE VIEW lsq_clock AS SELECT {_now()} AS now_utc, "
-               f"{_now('-1 day')} AS day_ago, {_now('-7 days')} AS week_ago")
-    op.execute(
-        "CREATE VIEW lsq_task_reassignments AS "
+    ddl.create_view("lsq_clock", f"SELECT {_now()} AS now_utc, "
+                                 f"{_now('-1 day')} AS day_ago, {_now('-7 days')} AS week_ago")
+    ddl.create_view(
+        "lsq_task_reassignments",
         "SELECT h.task_id, h.lead_id, h.name, p.owner_id AS from_owner_id, "
         "p.owner_name AS from_owner_name, h.owner_id AS to_owner_id, "
         "h.owner_name AS to_owner_name, h.valid_from AS reassigned_at "
