@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lsq_sync.config import to_toml
-from lsq_sync.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
+from lsq_sync.testing import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 
 
 class SimProcess:

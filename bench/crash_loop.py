@@ -1,7 +1,7 @@
 """The long crash-consistency loop: many SIGKILLed syncs, then a full consistency check.
 
 Runs in-process against a simulator whose data changes between rounds, with edits queued
-by plain SQL; see lsq_sync/crash_check.py for what is checked.
+by plain SQL; see bench/crash_check.py for what is checked.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lsq_sync import db, schema
-from lsq_sync.crash_check import check, crash_loop, settle, write_config
-from lsq_sync.demo import fill_leads_table
-from lsq_sync.simulator import Faults, SimConfig, Simulator
+from crash_check import check, crash_loop, settle, write_config
+
+from lsq_sync.cli.demo import fill_leads_table
+from lsq_sync.store import db, schema
+from lsq_sync.testing import Faults, SimConfig, Simulator
 
 
 def main() -> None:

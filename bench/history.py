@@ -15,10 +15,10 @@ import time
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, runs, schema
-from lsq_sync.models import task_history
-from lsq_sync.store import write_batch
-from lsq_sync.types import utcnow
+from lsq_sync.store import db, runs, schema
+from lsq_sync.store.models import task_history
+from lsq_sync.store.tasks import write_batch
+from lsq_sync.store.types import utcnow
 
 from upsert import outcomes, settle
 

@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, runs, schema
-from lsq_sync.models import tasks
-from lsq_sync.store import LeadOutcome, raw_hash, write_batch
-from lsq_sync.tasks import parse_task_list
-from lsq_sync.types import utcnow
-from lsq_sync.upsert import upsert
+from lsq_sync.leadsquared.tasks import parse_task_list
+from lsq_sync.store import db, runs, schema
+from lsq_sync.store.models import tasks
+from lsq_sync.store.tasks import LeadOutcome, raw_hash, write_batch
+from lsq_sync.store.types import utcnow
+from lsq_sync.store.upsert import upsert
 
 TASKS_PER_LEAD = 5
 

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lsq_sync.db import url_secrets
 from lsq_sync.errors import ConfigError
+from lsq_sync.redact import url_secrets
 from lsq_sync.states import Auth, LogFormat, LogLevel, NotifyBy, OnConflict
 
 ENV_CONFIG = "LSQ_SYNC_CONFIG"

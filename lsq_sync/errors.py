@@ -1,4 +1,5 @@
-"""The exception tree of lsq-sync; ``cli.py`` maps each branch to an exit code.
+"""The exception tree of lsq-sync; the CLI (``cli/commands.py``) maps each branch to an
+exit code, and the Python API raises the same classes.
 
 ::
 
@@ -11,7 +12,9 @@
     │   │   └── UnreachableError ... connections to [lsq].base_url fail again and again
     │   ├── ThrottledError ......... rate limit hit; waited out, never a failure by itself
     │   ├── TransientError ......... 5xx without an MX body, timeout, dropped connection,
-    │   │                            malformed body: retried with backoff
+    │   │   │                        malformed body: retried with backoff
+    │   │   └── StillThrottled ..... throttled max_throttle_waits times in one call: the
+    │   │                            lead or edit waits for the next run
     │   └── RejectedError .......... a logical error (400, 404, MX exception, "Status":
     │       │                        "Error"): that lead or edit fails, no retry
     │       └── BadRecord .......... JSON, but not the shape the endpoint promises: that
@@ -20,7 +23,9 @@
     │                                (`lsq-sync edit` turns it into a ConfigError)
     ├── StoreError ................. the database cannot be used (exit 3)
     │   └── SchemaError ............ schema missing or not current (exit 3)
-    └── LockedError ................ another run holds the lock (exit 75)
+    ├── LockedError ................ another run holds the lock (exit 75)
+    └── RunFailed .................. RunResult.raise_for_status(): the run finished, but
+                                     leads or edits failed, or a signal stopped it (exit 1)
 
     Stopped ........................ not an error: the run is stopping (a signal); a wait
     └── CapReached ................. for a slot or a backoff ends at once / the run's
@@ -31,6 +36,8 @@ never from request URLs or headers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class LsqSyncError(Exception):
@@ -83,6 +90,11 @@ class RejectedError(ApiError):
     """A logical error: the same request will fail the same way again."""
 
 
+class StillThrottled(TransientError):
+    """Throttled `max_throttle_waits` times in one call: the lead or edit waits for the
+    next run (retrying at once would only be throttled again)."""
+
+
 class BadRecord(RejectedError):
     """The answer is JSON but not the shape RetrieveTaskByLeadId promises."""
 
@@ -101,6 +113,14 @@ class SchemaError(StoreError):
 
 class LockedError(LsqSyncError):
     """Another run of the same kind holds the lock."""
+
+
+class RunFailed(LsqSyncError):
+    """A run finished with failures (or was stopped by a signal); `result` says what."""
+
+    def __init__(self, message: str, *, result: Any) -> None:
+        super().__init__(message)
+        self.result = result  # the RunResult
 
 
 class Stopped(Exception):

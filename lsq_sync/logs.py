@@ -10,7 +10,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from lsq_sync.client import redact, secret_forms
+from lsq_sync.redact import redact, secret_forms
 
 # What every module logs through: structlog's stdlib-backed logger (configure() wraps
 # the stdlib logger in it), so log calls are type-checked.

@@ -14,6 +14,22 @@ LogFormat = Literal["auto", "json", "console"]            # [log].format, --log-
 LogLevel = Literal["debug", "info", "warning", "error"]   # [log].level, --log-level
 
 
+class Command(StrEnum):
+    """What a run does (lsq_sync_runs.command)."""
+
+    PULL = "pull"
+    PUSH = "push"
+    SYNC = "sync"
+
+    @property
+    def pulls(self) -> bool:
+        return self in (Command.PULL, Command.SYNC)
+
+    @property
+    def pushes(self) -> bool:
+        return self in (Command.PUSH, Command.SYNC)
+
+
 class RunStatus(StrEnum):
     """lsq_sync_runs.status."""
 

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
-from lsq_sync import config, db, schema
-from lsq_sync.simulator import Faults, SimConfig, Simulator
+from lsq_sync import config
+from lsq_sync.store import db, schema
+from lsq_sync.testing import Faults, SimConfig, Simulator
+
+from .helpers import settings_for
 
 # Server URLs (without a database name) enable the PostgreSQL and MariaDB variants of
 # every database test; .ci/run sets both.
@@ -106,22 +107,6 @@ def sim(make_sim: Callable[..., Simulator]) -> Simulator:
     return make_sim()
 
 
-def settings_for(sim: Simulator, database_url: str, **lsq: Any) -> dict[str, Any]:
-    """A config mapping pointing at `sim`, fast enough for tests."""
-    fast = {"rate_limit_calls": 1000, "rate_limit_period_s": 1, "retry_backoff_s": 0.01,
-            "timeout_s": 5, "concurrency": 4}
-    return {"lsq": sim.lsq_settings(**{**fast, **lsq}), "database": {"url": database_url},
-            "leads": {"query": "SELECT lead_id FROM leads"}}
-
-
-def write_config(path: Path, sim: Simulator | None, database_url: str, **lsq: Any) -> Path:
-    """A TOML file with settings_for()'s [lsq] (none without a simulator) and JSON logs."""
-    settings = settings_for(sim, database_url, **lsq)["lsq"] if sim is not None else lsq
-    path.write_text(config.to_toml({"lsq": settings, "database": {"url": database_url},
-                                    "log": {"format": "json"}}))
-    return path
-
-
 @pytest.fixture
 def make_config() -> Callable[..., config.Config]:
     def build(sim: Simulator, database_url: str, **lsq: Any) -> config.Config:
@@ -144,24 +129,3 @@ def _clean_log_context() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
-
-
-def last_words(output: str) -> list[str]:
-    """A command's closing error lines: `lsq-sync: ...` on a terminal or without logging,
-    the message of the JSON `exit` event when logs are JSON lines."""
-    found = []
-    for line in output.splitlines():
-        if line.startswith("lsq-sync: "):
-            found.append(line)
-        elif line.startswith("{") and '"event": "exit"' in line:
-            found.append("lsq-sync: " + json.loads(line)["message"])
-    return found
-
-
-def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(text(sql), params).all())
-
-
-def url_database(url: str) -> str | None:
-    return make_url(url).database

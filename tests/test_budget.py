@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from lsq_sync.budget import SharedSlots, bucket_for
-from lsq_sync.ratelimit import RateLimiter
+from lsq_sync.leadsquared.budget import SharedSlots, bucket_for
+from lsq_sync.leadsquared.ratelimit import RateLimiter
 
 
 def test_two_processes_share_one_window(engine: Engine) -> None:

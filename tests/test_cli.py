@@ -16,10 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from lsq_sync.cli import cli
-from lsq_sync.demo import fill_leads_table
-from lsq_sync.simulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Simulator
+from lsq_sync.testing import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Simulator
 
-from .conftest import last_words, write_config
+from .helpers import fill_leads_table, last_words, write_config
 
 
 def all_commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
@@ -224,7 +223,7 @@ def test_simulate_rejects_bad_options() -> None:
 
 def test_a_bug_is_one_line_and_exit_3(ready: Callable[..., Path],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from lsq_sync import store
+    from lsq_sync.store import tasks as store
 
     def broken(*_: Any, **__: Any) -> Any:
         raise ZeroDivisionError("a bug")
@@ -348,7 +347,7 @@ SCHEMA_USERS = [["pull"], ["push"], ["sync"], ["runs"], ["runs", "show", "1"], [
 @pytest.mark.parametrize("args", SCHEMA_USERS, ids=" ".join)
 def test_every_command_refuses_an_old_schema(args: list[str], tmp_path: Path,
                                              sim: Simulator, sqlite_url: str) -> None:
-    from lsq_sync import db, schema
+    from lsq_sync.store import db, schema
     engine = db.make_engine(sqlite_url)
     schema.upgrade(engine, "0006")  # one revision behind
     engine.dispose()
@@ -364,9 +363,9 @@ def test_the_first_signal_stops_gracefully_even_when_the_run_is_stopping() -> No
     clean stop, only the second one interrupts."""
     import signal
 
-    from lsq_sync import app
-    from lsq_sync.cli import graceful
+    from lsq_sync.cli.commands import graceful
     from lsq_sync.control import StopReason
+    from lsq_sync.core import app
     ctx = graceful(app.Context())
     ctx.stop.set(StopReason.CALL_CAP)
     handler = signal.getsignal(signal.SIGTERM)
@@ -384,8 +383,8 @@ def test_ids_and_messages_from_the_database_reach_no_terminal_raw(
         ready: Callable[..., Path], sqlite_url: str) -> None:
     from sqlalchemy import insert, text
 
-    from lsq_sync import db
-    from lsq_sync.models import task_edits
+    from lsq_sync.store import db
+    from lsq_sync.store.models import task_edits
     path = ready()
     assert invoke("--config", str(path), "pull").exit_code == 0
     engine = db.make_engine(sqlite_url)
@@ -445,7 +444,7 @@ def test_a_config_value_past_any_sense_is_exit_2_naming_the_key(
 def test_durations_take_units_together() -> None:
     from datetime import timedelta
 
-    from lsq_sync.health import parse_duration
+    from lsq_sync.store.health import parse_duration
     assert parse_duration("1h30m") == timedelta(minutes=90)
     assert parse_duration("2w") == timedelta(days=14)
     assert parse_duration(" 90 ") == timedelta(seconds=90)

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from lsq_sync.client import LsqClient, classify
 from lsq_sync.config import from_mapping
 from lsq_sync.errors import (
     AuthError,
@@ -18,7 +17,8 @@ from lsq_sync.errors import (
     TransientError,
     UnreachableError,
 )
-from lsq_sync.ratelimit import RateLimiter
+from lsq_sync.leadsquared.client import LsqClient, classify
+from lsq_sync.leadsquared.ratelimit import RateLimiter
 
 ACCESS = "u$a1b2c3d4e5f6$abc"
 SECRET = "s3cr3t-value-xyz"

@@ -59,7 +59,7 @@ def test_secrets_do_not_show_in_repr() -> None:
     ({"lsq": {"rate_limit_call": 5}}, "[lsq].rate_limit_call"),
     ({"lsqq": {}}, "[lsqq]"),
     ({"lsq": {"rate_limit_calls": "25"}}, "[lsq].rate_limit_calls must be a whole number"),
-    ({"lsq": {"rate_limit_calls": 0}}, "[lsq].rate_limit_calls must be at least 1"),
+    ({"lsq": {"rate_limit_calls": 0}}, "[lsq].rate_limit_calls must be between 1 and"),
     ({"lsq": {"rate_limit_calls": True}}, "[lsq].rate_limit_calls"),
     ({"lsq": {"rate_limit_period_s": 0}}, "[lsq].rate_limit_period_s"),
     ({"lsq": {"auth": "cookie"}}, "[lsq].auth must be one of header, query"),

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from lsq_sync.crash_check import check, crash_loop, settle, write_config
-from lsq_sync.demo import fill_leads_table
-from lsq_sync.simulator import Faults, Simulator
+from bench.crash_check import check, crash_loop, settle, write_config
+from lsq_sync.testing import Faults, Simulator
+
+from .helpers import fill_leads_table
 
 
 @pytest.mark.slow
@@ -18,7 +19,7 @@ from lsq_sync.simulator import Faults, Simulator
 def test_killed_syncs_lose_and_duplicate_nothing(seed: int, sqlite_url: str,
                                                  make_sim: Callable[..., Simulator],
                                                  tmp_path: Path) -> None:
-    from lsq_sync import db, schema
+    from lsq_sync.store import db, schema
     engine: Engine = db.make_engine(sqlite_url)
     schema.upgrade(engine)
     sim = make_sim(leads=60, seed=seed, faults=Faults(latency_ms=(5, 40), bare_500=0.05))

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from lsq_sync import db
+from lsq_sync.store import db
 
 
 class _Orig(Exception):

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lsq_sync.edits import EDIT_FIELDS, body, check, merge, plan, prepare, snapshot
+from lsq_sync.core.merge import body, check, merge, plan, prepare
 from lsq_sync.errors import InvalidEdit
+from lsq_sync.store.edit_queue import EDIT_FIELDS, snapshot
 
 GUID = "1a50c565-8525-11ea-a93b-0aa4c559f4ca"
 TASK = {"task_id": "t-1", "lead_id": "l-1", "name": "Call", "description": "d",
@@ -73,7 +74,7 @@ def test_prepare_rejects_unknown_and_deleted_tasks_and_bad_edits() -> None:
 
 
 def test_an_edit_no_check_foresaw_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lsq_sync import edits
+    from lsq_sync.core import merge as edits
 
     real = edits.check
 
@@ -252,7 +253,7 @@ LONG = "x" * 60
     ({"owner_email": LONG}, f"owner_email {'x' * 40!r} is not an email address"),
     ({"owner_email": "a@b." + "c" * 252}, f"owner_email {('a@b.' + 'c' * 36)!r} is not an "
                                           f"email address"),
-    ({"name": None, "description": None}, "the edit changes nothing (every field is NULL)"),
+    ({"name": None, "description": None}, "the edit changes nothing (no field is set)"),
 ])
 def test_check_says_exactly_what_is_wrong(edit: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidEdit) as caught:

@@ -12,10 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from lsq_sync.cli import cli
-from lsq_sync.demo import fill_leads_table
-from lsq_sync.models import tasks
-from lsq_sync.simulator import Faults, Simulator
-from lsq_sync.tasks import parse_date
+from lsq_sync.leadsquared.tasks import parse_date
+from lsq_sync.store.models import tasks
+from lsq_sync.testing import Faults, Simulator
+
+from .helpers import fill_leads_table
 
 
 @pytest.mark.slow

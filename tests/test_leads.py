@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from lsq_sync.errors import ConfigError
-from lsq_sync.leads import check_lead_id, stream_query
+from lsq_sync.store.leads import check_lead_id, stream_query
 
 GUID = "6f75b09d-0187-45d6-86dd-f848bd5a0aca"
 
@@ -54,8 +54,8 @@ def test_a_statement_without_rows_is_a_config_error(engine: Engine) -> None:
 def test_staging_stops_between_batches_when_asked(engine: Engine) -> None:
     import threading
 
-    from lsq_sync import runs
-    from lsq_sync.worklist import stage
+    from lsq_sync.store import runs
+    from lsq_sync.store.worklist import stage
     run_id = runs.start(engine, "pull")
     stop = threading.Event()
 

@@ -10,39 +10,14 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine, make_url
 
-from lsq_sync import app
 from lsq_sync.config import Config
-from lsq_sync.demo import fill_leads_table
+from lsq_sync.core import app
+from lsq_sync.core.pull import PullOptions
 from lsq_sync.errors import AuthError
-from lsq_sync.models import sync_runs, tasks
-from lsq_sync.pull import PullOptions
-from lsq_sync.simulator import Faults, Simulator
-from lsq_sync.tasks import parse_date
+from lsq_sync.store.models import sync_runs, tasks
+from lsq_sync.testing import Faults, Simulator
 
-
-def synced(engine: Engine, *, live: bool = True) -> dict[str, Any]:
-    query = select(tasks)
-    if live:
-        query = query.where(tasks.c.deleted_at.is_(None))
-    with engine.connect() as conn:
-        return {row.task_id: row for row in conn.execute(query)}
-
-
-def assert_matches(engine: Engine, sim: Simulator) -> None:
-    """lsq_tasks (live rows) holds exactly the simulator's tasks, field by field."""
-    expected = sim.state.all_tasks()
-    got = synced(engine)
-    assert set(got) == set(expected)
-    for task_id, task in expected.items():
-        row = got[task_id]
-        assert row.lead_id == task["_lead"]
-        assert row.name == task["Name"] and row.description == task["Description"]
-        assert row.owner_id == task["OwnerID"] and row.owner_name == task["OwnerName"]
-        assert row.created_by_name == task["CreatedByName"] and row.status == task["Status"]
-        assert row.reminder_minutes == int(task["Reminder"])
-        assert row.due_date == parse_date(task["DueDate"])
-        assert row.created_on == parse_date(task["CreatedOn"])
-        assert row.raw == {k: v for k, v in task.items() if k != "_lead"}
+from .helpers import assert_matches, fill_leads_table, synced
 
 
 def pull(cfg: Config, **options: Any) -> app.RunResult:
@@ -177,7 +152,7 @@ def test_faults_and_throttling_still_sync_every_lead(
 def test_throttle_statuses(status: int, shared: bool, sqlite_url: str,
                            make_sim: Callable[..., Simulator],
                            make_config: Callable[..., Config]) -> None:
-    from lsq_sync import db, schema
+    from lsq_sync.store import db, schema
     engine = db.make_engine(sqlite_url)
     schema.upgrade(engine)
     sim = make_sim(leads=40, rate_calls=10, rate_period_s=1.0, throttle_status=status)
@@ -250,7 +225,7 @@ def test_a_bad_task_does_not_freeze_its_lead(
 
     from lsq_sync.cli import cli
 
-    from .conftest import write_config
+    from .helpers import write_config
     path = write_config(tmp_path / "c.toml", sim, db_url)
     shown = CliRunner().invoke(cli, ["--config", str(path), "runs", "show",
                                      str(result.run_id)])
@@ -303,8 +278,8 @@ def test_long_text_and_nul_characters_fit_every_database(
     assert row.description == long and row.name == "with\ufffdnul"
     assert row.raw["Extra"] == "a\ufffdb"
     # A 70 KB edit is queued and sent whole.
-    from lsq_sync import edit_queue
-    edit_queue.queue(engine, task_id, {"description": long + "!"})
+    from lsq_sync.core import merge
+    merge.queue(engine, task_id, {"description": long + "!"})
     assert app.push(cfg).counts.edits_sent == 1
     assert sim.state.task(task_id)["Description"] == long + "!"  # type: ignore[index]
     assert synced(engine)[task_id].description == long + "!"
@@ -380,7 +355,7 @@ def test_query_auth_mode_works_end_to_end(setup: tuple[Config, Engine, Simulator
 def test_leads_from_another_database(empty_db_url: str, sqlite_url: str, sim: Simulator,
                                      make_config: Callable[..., Config], tmp_path: Any) -> None:
     """Lead ids in one database (any dialect), tasks in a SQLite file elsewhere."""
-    from lsq_sync import db, schema
+    from lsq_sync.store import db, schema
     leads_url = empty_db_url
     if leads_url == sqlite_url:
         leads_url = f"sqlite:///{tmp_path / 'crm.db'}"
@@ -413,7 +388,7 @@ def crm(db_url: str, engine: Engine, make_sim: Callable[..., Simulator],
 
     from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, update
 
-    from lsq_sync.types import utcnow
+    from lsq_sync.store.types import utcnow
     sim = make_sim(leads=12)
     meta = MetaData()
     from sqlalchemy.dialects import mysql
@@ -493,8 +468,8 @@ def test_a_stopped_pass_counts_from_its_first_run(crm: Any, engine: Engine) -> N
 
 def test_failed_leads_are_retried_even_when_the_query_drops_them(
         crm: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lsq_sync import pull as pull_module
-    from lsq_sync.models import failed_leads
+    from lsq_sync.core import pull as pull_module
+    from lsq_sync.store.models import failed_leads
     monkeypatch.setattr(pull_module, "MAX_LEAD_RETRIES", 3)
     crm.sim.cfg.faults.mx_error_every = 12      # lead 1 answers an MX error
     broken = crm.ids[1]
@@ -534,7 +509,7 @@ def test_lead_id_that_is_not_a_guid_is_a_usage_error(tmp_path: Any, sqlite_url: 
 
     from lsq_sync.cli import cli
 
-    from .conftest import write_config
+    from .helpers import write_config
     path = write_config(tmp_path / "c.toml", None, sqlite_url)
     result = CliRunner().invoke(cli, ["--config", str(path), "pull", "--lead-id",
                                       "00000000-5151-4000-8000-000000000001", "--lead-id",
@@ -559,8 +534,8 @@ def test_changed_at_moves_only_when_content_changes(setup: tuple[Config, Engine,
     second = {k: r.changed_at for k, r in synced(engine, live=False).items()}
     assert {k for k in first if second[k] != first[k]} == {renamed, deleted}
     assert second[renamed] > first[renamed]
-    from lsq_sync import edit_queue
-    edit_queue.queue(engine, pushed, {"name": "Pushed"})
+    from lsq_sync.core import merge
+    merge.queue(engine, pushed, {"name": "Pushed"})
     app.push(cfg)
     third = {k: r.changed_at for k, r in synced(engine, live=False).items()}
     assert {k for k in first if third[k] != second[k]} == {pushed}
@@ -569,7 +544,7 @@ def test_changed_at_moves_only_when_content_changes(setup: tuple[Config, Engine,
 def test_history_keeps_every_version(setup: tuple[Config, Engine, Simulator],
                                      make_config: Callable[..., Config], db_url: str) -> None:
     from lsq_sync.config import StoreConfig
-    from lsq_sync.models import task_history
+    from lsq_sync.store.models import task_history
     cfg, engine, sim = setup
     pull(cfg)  # history off: nothing recorded
     with engine.connect() as conn:
@@ -642,7 +617,7 @@ def test_a_task_the_database_refuses_fails_alone(
     rows = synced(engine, live=False)
     assert rows[refused].name == before.name and rows[refused].deleted_at is None
     assert rows[renamed].name == "Fine" and rows[deleted].deleted_at is not None
-    from lsq_sync import worklist
+    from lsq_sync.store import worklist
     (partial,) = worklist.failed(engine, result.run_id, state="partial")
     assert partial["lead_id"] == lead and "refused by the database" in partial["error"]
 
@@ -656,8 +631,8 @@ def test_the_watermark_holds_whatever_the_session_time_zone(
     from sqlalchemy import Column, DateTime, MetaData, String, Table, insert, update
     from sqlalchemy.dialects import mysql
 
-    from lsq_sync import db
-    from lsq_sync.types import utcnow
+    from lsq_sync.store import db
+    from lsq_sync.store.types import utcnow
     backend = make_url(db_url).get_backend_name()
     if backend == "sqlite":
         pytest.skip("SQLite has no session time zone")
@@ -702,8 +677,8 @@ def test_the_watermark_holds_whatever_the_session_time_zone(
 def test_a_signal_stops_a_run_only_when_work_was_left(
         leads: int, sqlite_url: str, make_sim: Callable[..., Simulator],
         make_config: Callable[..., Config]) -> None:
-    from lsq_sync import db, schema
     from lsq_sync.control import Stop, StopReason
+    from lsq_sync.store import db, schema
     engine = db.make_engine(sqlite_url)
     schema.upgrade(engine)
     sim = make_sim(leads=leads)

@@ -17,17 +17,16 @@ from sqlalchemy import insert as insert_
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 
-from lsq_sync import app
-from lsq_sync import edits as edits_mod
 from lsq_sync.cli import cli
 from lsq_sync.config import Config
-from lsq_sync.demo import fill_leads_table
+from lsq_sync.core import app
+from lsq_sync.core.pull import PullOptions
 from lsq_sync.errors import AuthError
-from lsq_sync.models import sync_runs, task_edits, tasks
-from lsq_sync.pull import PullOptions
-from lsq_sync.simulator import OWNERS, Faults, Simulator
+from lsq_sync.store import edit_queue as edit_queue_mod
+from lsq_sync.store.models import sync_runs, task_edits, tasks
+from lsq_sync.testing import OWNERS, Faults, Simulator
 
-from .conftest import rows, write_config
+from .helpers import fill_leads_table, rows, write_config
 
 Setup = tuple[Config, Engine, Simulator]
 
@@ -301,7 +300,7 @@ def test_two_pushes_past_the_lock_send_each_edit_once(
     only slow), the per-task claims alone keep two pushes running at once apart."""
     import threading
 
-    from lsq_sync import lock
+    from lsq_sync.store import leases as lock
     sim = make_sim(leads=40, faults=Faults(latency_ms=(5, 20)))
     fill_leads_table(db_url, sim.state.lead_ids())
     cfg = make_config(sim, db_url, concurrency=4)
@@ -340,7 +339,7 @@ def test_edits_of_one_task_reach_the_crm_in_order(
     push takes, a task's names reach the CRM in the order they were queued."""
     import threading
 
-    from lsq_sync import lock
+    from lsq_sync.store import leases as lock
     sim = make_sim(leads=20, faults=Faults(latency_ms=(5, 20)))
     fill_leads_table(db_url, sim.state.lead_ids())
     cfg = make_config(sim, db_url, concurrency=4)
@@ -391,8 +390,8 @@ def test_edits_of_one_task_reach_the_crm_in_order(
 
 def test_claims_of_two_runs_never_overlap(setup: Setup) -> None:
     """Below the lock, claims alone keep two pushes apart (e.g. after a lease takeover)."""
-    from lsq_sync import runs
-    from lsq_sync.push import Pusher
+    from lsq_sync.core.push import Pusher
+    from lsq_sync.store import runs
     _, engine, sim = setup
     targets = some_tasks(sim, 10)
     first, second = runs.start(engine, "push"), runs.start(engine, "push")
@@ -410,7 +409,7 @@ def test_garbage_in_every_field_is_reported_and_harms_nothing(
         sqlite_url: str, make_sim: Callable[..., Simulator],
         make_config: Callable[..., Config]) -> None:
     """SQLite stores whatever another system inserts; each bad edit fails with a reason."""
-    from lsq_sync import db, schema
+    from lsq_sync.store import db, schema
     engine = db.make_engine(sqlite_url)
     schema.upgrade(engine)
     sim = make_sim(leads=10)
@@ -456,8 +455,8 @@ def read_calls(sim: Simulator) -> int:
 
 
 def queue(engine: Engine, task_id: str, **fields: Any) -> int:
-    from lsq_sync import edit_queue
-    return edit_queue.queue(engine, task_id, fields)
+    from lsq_sync.core import merge
+    return merge.queue(engine, task_id, fields)
 
 
 @pytest.fixture(params=["keep", "clear"])
@@ -575,7 +574,6 @@ def test_a_placeholder_due_date_survives_an_update_that_clears_omitted_fields(
 
 
 def test_a_retried_edit_is_judged_against_its_new_base(setup: Setup) -> None:
-    from lsq_sync import edit_queue
     cfg, engine, sim = setup
     (task_id,) = some_tasks(sim, 1)
     first = queue(engine, task_id, name="A")
@@ -590,6 +588,7 @@ def test_a_retried_edit_is_judged_against_its_new_base(setup: Setup) -> None:
         conn.execute(update(task_edits).where(task_edits.c.id == second)
                      .values(created_at=ago + timedelta(seconds=30)))
     sim.state.change_task(task_id, Name="A")
+    from lsq_sync.store import edit_queue
     assert edit_queue.retry(engine, [second]) == 1
     result = app.push(cfg)
     # "A" was the CRM user's, not our first edit's (sent long before the new base).
@@ -648,7 +647,7 @@ def test_an_edit_queued_while_an_earlier_one_was_in_flight_is_no_conflict(
         setup: Setup, landed_before_queued: bool) -> None:
     cfg, engine, sim = setup
     (task_id,) = some_tasks(sim, 1)
-    stale = edits_mod.snapshot(task_row(engine, task_id)._asdict())
+    stale = edit_queue_mod.snapshot(task_row(engine, task_id)._asdict())
     queue(engine, task_id, name="First")
     assert app.push(cfg).counts.edits_sent == 1
     # The second edit took its base while the first's Update was in flight: lsq_tasks
@@ -830,7 +829,8 @@ def test_no_update_is_built_on_a_read_that_aged_behind_the_limiter(
     import threading
     import time
 
-    from lsq_sync import db, edit_queue, schema
+    from lsq_sync.core import merge
+    from lsq_sync.store import db, schema
     engine = db.make_engine(sqlite_url)
     schema.upgrade(engine)
     # A small plan: 2 calls a second (the account's 2 in 5 s, five times faster).
@@ -844,7 +844,7 @@ def test_no_update_is_built_on_a_read_that_aged_behind_the_limiter(
     ids = [t["TaskID"] for t in sim.state.tasks_of(lead)][:5]
     assert len(ids) >= 4
     for task_id in ids:
-        edit_queue.queue(engine, task_id, {"reminder_minutes": 7})
+        merge.queue(engine, task_id, {"reminder_minutes": 7})
     described, renamed, moved = ids[-1], ids[-2], ids[-3]
     other_lead = next(x for x in sim.state.lead_ids() if x != lead)
     reads_before = read_calls(sim)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsq_sync.errors import Stopped
-from lsq_sync.ratelimit import Budget, RateLimiter
+from lsq_sync.leadsquared.ratelimit import Budget, RateLimiter
 
 
 def busiest(sends: list[float], period: float) -> int:

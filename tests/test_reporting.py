@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.engine import Engine
 
-from lsq_sync.models import task_edits, task_history, tasks
+from lsq_sync.store.models import task_edits, task_history, tasks
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reporting.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)

@@ -11,12 +11,12 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, schema
 from lsq_sync.control import Stats, Stop, StopReason
+from lsq_sync.core.run import Run
 from lsq_sync.errors import AuthError, CapReached
 from lsq_sync.logs import get_logger
-from lsq_sync.models import sync_runs
-from lsq_sync.run import Run
+from lsq_sync.store import db, schema
+from lsq_sync.store.models import sync_runs
 
 
 @pytest.fixture
@@ -253,9 +253,9 @@ def test_requests_in_flight_past_the_grace_are_abandoned(store: Engine) -> None:
 def test_the_tighter_cap_binds_and_the_day_counts_other_runs_only(store: Engine) -> None:
     from datetime import timedelta
 
-    from lsq_sync import runs
-    from lsq_sync.run import call_cap
-    from lsq_sync.types import utcnow
+    from lsq_sync.core.run import call_cap
+    from lsq_sync.store import runs
+    from lsq_sync.store.types import utcnow
     assert call_cap(store, 0, 0, 0) == (None, StopReason.CALL_CAP)
     assert call_cap(store, 0, 30, 0) == (30, StopReason.CALL_CAP)
     assert call_cap(store, 0, 0, 100) == (100, StopReason.DAILY_CAP)

@@ -13,9 +13,9 @@ from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, schema
 from lsq_sync.errors import SchemaError, StoreError
-from lsq_sync.models import metadata
+from lsq_sync.store import db, schema
+from lsq_sync.store.models import metadata
 
 
 def test_upgrade_creates_every_table_and_is_idempotent(empty_db_url: str) -> None:
@@ -83,7 +83,7 @@ def test_the_utc_default_of_edits_created_at(engine: Engine) -> None:
 
     from sqlalchemy import select
 
-    from lsq_sync.models import task_edits
+    from lsq_sync.store.models import task_edits
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO lsq_task_edits (task_id, name) VALUES ('t', 'n')"))
         row = conn.execute(select(task_edits)).one()
@@ -103,7 +103,7 @@ def test_passwords_are_masked() -> None:
 
 def test_upgrading_from_0005_keeps_the_watermark_and_sets_changed_at(
         empty_db_url: str) -> None:
-    from lsq_sync import runs
+    from lsq_sync.store import runs
     engine = db.make_engine(empty_db_url)
     schema.upgrade(engine, "0005")
     with engine.begin() as conn:
@@ -270,7 +270,7 @@ def test_an_upgrade_killed_anywhere_runs_again_to_the_same_schema(
 
 def test_a_batch_copy_left_by_a_killed_upgrade_is_finished_or_dropped(
         sqlite_url: str) -> None:
-    from lsq_sync.ddl import repair_batch_copies
+    from lsq_sync.store.ddl import repair_batch_copies
     engine = db.make_engine(sqlite_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE kept (x INTEGER)"))

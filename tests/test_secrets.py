@@ -11,10 +11,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import MetaData, select
 
-from lsq_sync import db, logs
+from lsq_sync import logs
 from lsq_sync.cli import cli
-from lsq_sync.demo import fill_leads_table
-from lsq_sync.simulator import Faults
+from lsq_sync.store import db
+from lsq_sync.testing import Faults
+
+from .helpers import fill_leads_table
 
 ACCESS = "u$sEcReT-access-0123456789abcdef"
 SECRET = "sEcReT-secret-fedcba9876543210"

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lsq_sync.simulator import OWNERS, SimState, Simulator
+from lsq_sync.testing import OWNERS, SimState, Simulator
 
 RETRIEVE = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
 UPDATE = "/v2/Task.svc/Update"
@@ -106,7 +106,7 @@ def test_update_rejects_like_the_api(sim: Simulator, patch: dict[str, Any], kind
 
 
 def test_faults_are_served(make_sim: Callable[..., Simulator]) -> None:
-    from lsq_sync.simulator import Faults
+    from lsq_sync.testing import Faults
     sim = make_sim(faults=Faults(bare_500=0.5, html_502=0.5))
     with client(sim) as http:
         codes = {http.get(RETRIEVE, params={"leadId": "x"}).status_code for _ in range(30)}

@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from lsq_sync import runs, store
-from lsq_sync.models import tasks
-from lsq_sync.store import LeadOutcome, raw_hash, write_batch
-from lsq_sync.tasks import parse_task_list
+from lsq_sync.leadsquared.tasks import parse_task_list
+from lsq_sync.store import runs
+from lsq_sync.store import tasks as store
+from lsq_sync.store.models import tasks
+from lsq_sync.store.tasks import LeadOutcome, raw_hash, write_batch
 
 LEAD = "5151aaaa-0000-4000-8000-000000000001"
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
@@ -83,7 +84,7 @@ def table(engine: Engine, tbl: Any) -> list[Any]:
 
 
 def test_a_batch_marks_each_lead_and_counts_failures_in_a_row(engine: Engine) -> None:
-    from lsq_sync.models import failed_leads, run_leads
+    from lsq_sync.store.models import failed_leads, run_leads
     runs_ = [runs.start(engine, "pull") for _ in range(2)]
     with engine.begin() as conn:  # both runs staged the same three leads
         for run_id in runs_:
@@ -166,7 +167,7 @@ def test_deletion_restoring_and_moving_mark_changed_at(engine: Engine) -> None:
 
 
 def test_history_closes_each_version_and_records_deletions(engine: Engine) -> None:
-    from lsq_sync.models import task_history
+    from lsq_sync.store.models import task_history
 
     def batch(names: tuple[str, ...], now: datetime) -> None:
         with engine.begin() as conn:

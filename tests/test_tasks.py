@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsq_sync.errors import BadRecord
-from lsq_sync.tasks import parse_date, parse_reminder, parse_task_list
+from lsq_sync.leadsquared.tasks import parse_date, parse_reminder, parse_task_list
 
 SEED_BODY = {"RecordCount": 2, "TaskList": [
     {"TaskID": "3570a2b8-4363-11e6-b61b-22000aa8e760", "Name": "Follow Up With New Lead",
@@ -147,7 +147,7 @@ def test_dates_and_ids_at_their_bounds() -> None:
 
 
 def test_nul_characters_become_replacement_characters_everywhere() -> None:
-    from lsq_sync.tasks import parse_tasks, without_nul
+    from lsq_sync.leadsquared.tasks import parse_tasks, without_nul
     assert without_nul("a\x00b") == ("a\ufffdb", True)
     assert without_nul("ab") == ("ab", False)
     nested = {"k\x00": ["x", {"y": "z\x00"}], "plain": 1}

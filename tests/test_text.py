@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lsq_sync.text import safe, table
+from lsq_sync.cli.render import safe, table
 
 
 def test_columns_are_as_wide_as_their_widest_cell_or_the_width_given() -> None:

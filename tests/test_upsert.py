@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 
-from lsq_sync import db, upsert
-from lsq_sync.models import tasks
-from lsq_sync.store import raw_hash
+from lsq_sync.store import db, upsert
+from lsq_sync.store.models import tasks
+from lsq_sync.store.tasks import raw_hash
 
 T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 TRICKY = ["it's", 'say "hi"', "back\\slash", "line\nbreak\r\n", "tab\tand\x1a", "50% off %s %(x)s",

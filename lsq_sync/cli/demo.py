@@ -1,0 +1,111 @@
+"""`lsq-sync demo`: the whole job on a simulated account and a SQLite file, no setup."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, MetaData, String, Table, delete, insert, text
+
+from lsq_sync import config
+from lsq_sync.cli.render import table
+from lsq_sync.core import app
+from lsq_sync.core.pull import PullOptions
+from lsq_sync.core.result import RunResult
+from lsq_sync.store import db, schema
+from lsq_sync.testing import Faults, SimConfig, Simulator
+
+DEMO_CALLS, DEMO_PERIOD = 25, 2.0
+REPORT_SQL = """\
+SELECT owner_name, status, tasks
+FROM lsq_task_counts_by_owner
+ORDER BY owner_name, status"""
+
+
+def fill_leads_table(url: str, lead_ids: Iterable[str], table: str = "leads") -> int:
+    """Create (or empty) a one-column table of lead ids, as a CRM export would be."""
+    meta = MetaData()
+    leads = Table(table, meta, Column("lead_id", String(64), primary_key=True))
+    engine = db.make_engine(url, key="--leads-db")
+    db.check_connection(engine)
+    rows = [{"lead_id": lead_id} for lead_id in lead_ids]
+    with engine.begin() as conn:
+        meta.create_all(conn)
+        conn.execute(delete(leads))
+        for start in range(0, len(rows), 5000):
+            conn.execute(insert(leads), rows[start:start + 5000])
+    engine.dispose()
+    return len(rows)
+
+
+def run(directory: str | None, *, leads: int = 250, tty: bool = False,
+        echo: Callable[[str], Any] = print) -> int:
+    folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="lsq-sync-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{(folder / 'lsq_sync.db').resolve()}"
+    sim_cfg = SimConfig(leads=leads, seed=7, rate_calls=DEMO_CALLS, rate_period_s=DEMO_PERIOD,
+                        faults=Faults(latency_ms=(30, 120), bare_500=0.01))
+    with Simulator(sim_cfg) as sim:
+        settings = {
+            "lsq": sim.lsq_settings(rate_limit_calls=DEMO_CALLS,
+                                    rate_limit_period_s=DEMO_PERIOD, retry_backoff_s=0.2),
+            "database": {"url": db_url},
+        }
+        cfg = config.from_mapping(settings, env={}, source="demo")
+        (folder / "lsq_sync.toml").write_text(
+            "# Written by `lsq-sync demo`; its simulator is gone, the database stays.\n"
+            + config.to_toml({"database": {"url": db_url}}), encoding="utf-8")
+        echo(f"lsq-sync demo in {folder}")
+        echo(f"  simulated account at {sim.url}: {leads} leads, limit {DEMO_CALLS} calls "
+             f"per {DEMO_PERIOD:g} s, 30-120 ms latency, 1% server errors")
+        engine = db.make_engine(db_url)
+        schema.upgrade(engine)
+        fill_leads_table(db_url, sim.state.lead_ids())
+        echo(f"  database {db_url} migrated; table `leads` holds the lead ids")
+        echo("")
+        echo("1. Full pull of every lead:")
+        first = app.pull(cfg, PullOptions(), app.Context(tty=tty))
+        _summary(echo, first)
+
+        echo("")
+        echo("2. Meanwhile in the CRM: one task deleted, one renamed, one moved to another "
+             "lead. Pulling those leads again:")
+        changed = _change_crm(sim)
+        second = app.pull(cfg, PullOptions(lead_ids=changed), app.Context(tty=tty))
+        _summary(echo, second)
+
+        echo("")
+        echo("3. A report on the synced table (more in docs/reporting.md):")
+        echo("")
+        echo("\n".join("   " + line for line in REPORT_SQL.splitlines()))
+        echo("")
+        with engine.connect() as conn:
+            rows = conn.execute(text(REPORT_SQL)).all()
+        for line in table(rows, ["owner", "status", "tasks"]):
+            echo("   " + line)
+        echo("")
+        echo("Explore further:")
+        echo(f"  lsq-sync --config {folder / 'lsq_sync.toml'} runs")
+        echo(f"  sqlite3 {folder / 'lsq_sync.db'} 'SELECT * FROM lsq_tasks LIMIT 5'")
+        engine.dispose()
+        failures = first.counts.failures + second.counts.failures
+        return 1 if failures else 0
+
+
+def _change_crm(sim: Simulator) -> list[str]:
+    state = sim.state
+    with_tasks = [lead for lead in state.lead_ids() if len(state.tasks_of(lead)) >= 2][:3]
+    a, b, c = with_tasks
+    state.delete_task(state.tasks_of(a)[0]["TaskID"])
+    state.change_task(state.tasks_of(b)[0]["TaskID"], Name="Renamed in the CRM")
+    state.move_task(state.tasks_of(c)[0]["TaskID"], b)
+    return [a, b, c]
+
+
+def _summary(echo: Callable[[str], Any], result: RunResult) -> None:
+    echo("   " + result.summary())
+    failed = result.what_failed()
+    if failed:
+        echo(f"   {failed}")

@@ -1,0 +1,1 @@
+"""The run (policy): its lifecycle, the driver loop and stop control, pull, push, merge."""
