@@ -449,3 +449,21 @@ def test_durations_take_units_together() -> None:
     assert parse_duration("2w") == timedelta(days=14)
     assert parse_duration(" 90 ") == timedelta(seconds=90)
     assert parse_duration("1.5d") == timedelta(hours=36)
+
+
+def test_the_cli_gives_the_log_redactor_every_secret(ready: Callable[..., Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug whose message holds the secret key: only the log processor the CLI set up
+    stands between it and the `internal_error` event's traceback."""
+    from lsq_sync.store import tasks as store
+
+    def leaky(*_: Any, **__: Any) -> Any:
+        raise RuntimeError(f"a bug that quotes {DEMO_SECRET_KEY} and {DEMO_ACCESS_KEY}")
+
+    monkeypatch.setattr(store, "chunks", leaky)
+    result = invoke("--config", str(ready()), "pull")
+    assert result.exit_code == 3
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    (bug,) = [e for e in events if e["event"] == "internal_error"]
+    assert "a bug that quotes *** and ***" in bug["exception"]
+    assert DEMO_SECRET_KEY not in result.output and DEMO_ACCESS_KEY not in result.output

@@ -220,6 +220,8 @@ def test_max_calls_per_run_stops_cleanly_and_resumes(
     assert totals == [(40, 15, 15, "partial"), (25, 15, 15, "partial"),
                       (10, 10, 10, "succeeded")]
     assert "call cap" in run_row(engine, 1).error
+    # Only the run that reached the end of the pass completes it (the watermark's rule).
+    assert [bool(run_row(engine, i).pass_complete) for i in (1, 2, 3)] == [False, False, True]
     assert_matches(engine, sim)
 
 
@@ -550,12 +552,13 @@ def test_the_heartbeat_renews_the_lease_while_the_run_lasts(engine: Engine) -> N
     lock.acquire(engine, "pull", run_id)
     with engine.connect() as conn:
         first = conn.execute(select(locks.c.expires_at)).scalar_one()
+    started = run_row(engine, run_id).heartbeat_at  # set by runs.start
     beat = lock.Heartbeat(engine, run_id, structlog.get_logger(), every_s=0.05).start()
     try:
-        def renewed() -> bool:
+        def renewed() -> bool:  # both the lock's lease and the run's heartbeat move on
             with engine.connect() as conn:
                 return bool(conn.execute(select(locks.c.expires_at)).scalar_one() > first
-                            and run_row(engine, run_id).heartbeat_at is not None)
+                            and run_row(engine, run_id).heartbeat_at > started)
         wait_for(renewed, "a heartbeat", limit_s=30)
     finally:
         beat.stop()
@@ -631,3 +634,28 @@ def test_results_are_written_in_batches_of_200_leads_or_2_seconds(
     cfg = make_config(slow, sqlite_url, concurrency=1)
     result = app.pull(cfg, PullOptions(lead_ids=slow.state.lead_ids(), flush_s=0.01))
     assert result.counts.leads_ok == 6 and len(sizes) > 1
+
+
+def test_the_metrics_file_is_replaced_whole_or_not_at_all(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """node_exporter may read the file at any moment: a write that fails half-way must
+    leave the last complete file, not half of a new one."""
+    import os
+
+    from lsq_sync.store import db, health, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    target = tmp_path / "lsq_sync.prom"
+    health.write_textfile(str(target), health.report(engine))
+    before = target.read_text()
+    assert "lsq_sync_edits" in before
+
+    def crash(*_: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    monkeypatch.setattr(os, "rename", crash)
+    runs.start(engine, "pull")  # something new to write
+    with pytest.raises((OSError, Exception)):
+        health.write_textfile(str(target), health.report(engine))
+    assert target.read_text() == before

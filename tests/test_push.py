@@ -875,3 +875,17 @@ def test_no_update_is_built_on_a_read_that_aged_behind_the_limiter(
     assert synced[described].description == "Changed in the CRM"
     assert synced[renamed].name == "Renamed in the CRM"
     assert {synced[t].reminder_minutes for t in ids if t != moved} == {7}
+
+
+def test_edits_retry_resets_attempts_error_and_base(setup: Setup) -> None:
+    from lsq_sync.store import edit_queue
+    _, engine, sim = setup
+    (task_id,) = some_tasks(sim, 1)
+    edit_id = queue(engine, task_id, name="Again")
+    with engine.begin() as conn:
+        conn.execute(update(task_edits).where(task_edits.c.id == edit_id).values(
+            status="failed", attempts=7, last_error="MXSomething: no", base=None))
+    assert edit_queue.retry(engine, [edit_id]) == 1
+    (row,) = edits(engine)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 0, None)
+    assert row.base["name"] == task_row(engine, task_id).name and "taken_at" in row.base

@@ -51,6 +51,26 @@ def test_counts_are_saved_with_the_work_and_adopted_after_commit(store: Engine) 
     assert saved(store, run.id, "status") == "succeeded"
 
 
+def test_counts_are_not_adopted_when_the_commit_fails(store: Engine) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    def refuse(_conn: Any) -> None:
+        raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    with Run.open(store, "pull", get_logger()) as run:
+        event.listen(store, "commit", refuse)
+        try:
+            with pytest.raises(OperationalError), run.begin() as tx:
+                tx.add(leads_ok=5)
+        finally:
+            event.remove(store, "commit", refuse)
+        assert run.counts.leads_ok == 0  # the commit failed: nothing was done
+        with run.begin() as tx:
+            tx.add(leads_ok=1)
+        assert run.counts.leads_ok == 1 and saved(store, run.id, "leads_ok") == 1
+
+
 def test_a_write_aborted_by_a_lock_conflict_runs_again_whole(store: Engine) -> None:
     """A deadlock with another run (a pull and a push writing one lead): the unit of work
     runs again, and its counts are taken once."""
