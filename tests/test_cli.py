@@ -467,3 +467,10 @@ def test_the_cli_gives_the_log_redactor_every_secret(ready: Callable[..., Path],
     (bug,) = [e for e in events if e["event"] == "internal_error"]
     assert "a bug that quotes *** and ***" in bug["exception"]
     assert DEMO_SECRET_KEY not in result.output and DEMO_ACCESS_KEY not in result.output
+
+
+@pytest.mark.parametrize("leads", [1, 2, 3, 4])
+def test_the_demo_runs_with_the_fewest_leads_its_help_allows(leads: int, tmp_path: Path) -> None:
+    result = invoke("demo", "--leads", str(leads), "--dir", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "Traceback" not in result.output and f"{leads} leads" in result.output

@@ -70,11 +70,15 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         _summary(echo, first)
 
         echo("")
-        echo("2. Meanwhile in the CRM: one task deleted, one renamed, one moved to another "
-             "lead. Pulling those leads again:")
-        changed = _change_crm(sim)
-        second = app.pull(cfg, PullOptions(lead_ids=changed), app.Context(tty=tty))
-        _summary(echo, second)
+        changed, what = _change_crm(sim)
+        failures = first.counts.failures
+        if changed:
+            echo(f"2. Meanwhile in the CRM: {', '.join(what)}. Pulling those leads again:")
+            second = app.pull(cfg, PullOptions(lead_ids=changed), app.Context(tty=tty))
+            _summary(echo, second)
+            failures += second.counts.failures
+        else:
+            echo("2. (The simulated account has no tasks to change: try more --leads.)")
 
         echo("")
         echo("3. A report on the synced table (more in docs/reporting.md):")
@@ -90,18 +94,29 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         echo(f"  lsq-sync --config {folder / 'lsq_sync.toml'} runs")
         echo(f"  sqlite3 {folder / 'lsq_sync.db'} 'SELECT * FROM lsq_tasks LIMIT 5'")
         engine.dispose()
-        failures = first.counts.failures + second.counts.failures
         return 1 if failures else 0
 
 
-def _change_crm(sim: Simulator) -> list[str]:
+def _change_crm(sim: Simulator) -> tuple[list[str], list[str]]:
+    """A rename, a deletion and a move, on as many as the account's leads allow (a small
+    --leads may have one lead with tasks, or none). Returns the leads and what changed."""
     state = sim.state
-    with_tasks = [lead for lead in state.lead_ids() if len(state.tasks_of(lead)) >= 2][:3]
-    a, b, c = with_tasks
-    state.delete_task(state.tasks_of(a)[0]["TaskID"])
-    state.change_task(state.tasks_of(b)[0]["TaskID"], Name="Renamed in the CRM")
-    state.move_task(state.tasks_of(c)[0]["TaskID"], b)
-    return [a, b, c]
+    leads = sorted(state.lead_ids(), key=lambda lead: -len(state.tasks_of(lead)))
+    touched: list[str] = []
+    done: list[str] = []
+    if leads and state.tasks_of(leads[0]):
+        state.change_task(state.tasks_of(leads[0])[0]["TaskID"], Name="Renamed in the CRM")
+        touched.append(leads[0])
+        done.append("one task renamed")
+    if len(leads) > 1 and len(state.tasks_of(leads[1])) > 1:
+        state.delete_task(state.tasks_of(leads[1])[0]["TaskID"])
+        touched.append(leads[1])
+        done.append("one deleted")
+    if len(leads) > 2 and touched and state.tasks_of(leads[2]):
+        state.move_task(state.tasks_of(leads[2])[0]["TaskID"], leads[0])
+        touched.append(leads[2])
+        done.append("one moved to another lead")
+    return touched, done
 
 
 def _summary(echo: Callable[[str], Any], result: RunResult) -> None:
