@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tomllib
@@ -336,13 +335,11 @@ EXAMPLE_NAME = "config.example.toml"
 
 
 def to_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
-    """A config file holding `sections` (flat tables of strings, numbers and booleans):
-    JSON's scalars are TOML's too, quotes and backslashes escaped alike."""
-    lines: list[str] = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    return "\n".join(lines) + "\n"
+    """A config file holding `sections` (flat tables of strings, numbers and booleans),
+    written by a TOML writer: JSON's escapes are not TOML's (a surrogate pair for an emoji
+    in a path made a file this module could not read back)."""
+    import tomli_w
+    return tomli_w.dumps({name: dict(values) for name, values in sections.items()})
 
 
 def example_text() -> str:
@@ -355,6 +352,20 @@ def example_text() -> str:
     raise ConfigError(f"{EXAMPLE_NAME} is missing from this installation; reinstall lsq-sync")
 
 
+COPY_ME = ("# lsq-sync configuration. Copy to ./lsq_sync.toml (or point --config / "
+           "$LSQ_SYNC_CONFIG\n# at it). ")
+
+
+def _as_written(example: str) -> str:
+    """The example as `init` writes it: its first words tell a reader of the repository to
+    copy it; the copy says what it is instead."""
+    if not example.startswith(COPY_ME):
+        return example
+    return ("# lsq-sync configuration, written by `lsq-sync init` (point --config or\n"
+            "# $LSQ_SYNC_CONFIG at it unless it is ./lsq_sync.toml).\n# "
+            + example[len(COPY_ME):])
+
+
 def write_example(path: Path) -> Path:
     """`lsq-sync init`: the example config at `path`, never over an existing file."""
     path = path.expanduser()
@@ -362,7 +373,7 @@ def write_example(path: Path) -> Path:
         path = path / DEFAULT_PATH.name
     try:
         with path.open("x", encoding="utf-8") as out:
-            out.write(example_text())
+            out.write(_as_written(example_text()))
     except FileExistsError:
         raise ConfigError(f"{path} exists already; nothing was written (edit it, or give "
                           f"another path)") from None

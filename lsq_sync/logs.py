@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -75,8 +76,23 @@ def wants_console(fmt: str, stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+def wants_color(stream: TextIO, env: Mapping[str, str] | None = None,
+                no_color: bool = False) -> bool:
+    """Colours as people expect (no-color.org, force-color.org): --no-color or NO_COLOR
+    (any value) turn them off, FORCE_COLOR turns them on, TERM=dumb off; else a terminal
+    gets them."""
+    env = os.environ if env is None else env
+    if no_color or env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    if env.get("TERM") == "dumb":
+        return False
+    return wants_console("auto", stream)
+
+
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (),
-              stream: TextIO | None = None) -> bool:
+              stream: TextIO | None = None, *, no_color: bool = False) -> bool:
     """Configure structlog and the stdlib root logger; returns True for console output."""
     global _json
     stream = stream or sys.stderr
@@ -92,7 +108,7 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     ]
     renderer: Any
     if console:
-        renderer = structlog.dev.ConsoleRenderer(colors=wants_console("auto", stream),
+        renderer = structlog.dev.ConsoleRenderer(colors=wants_color(stream, no_color=no_color),
                                                  exception_formatter=structlog.dev.plain_traceback)
     else:
         renderer = structlog.processors.JSONRenderer(default=str)

@@ -250,6 +250,8 @@ def test_init_writes_the_example_once_and_it_loads(tmp_path: Path) -> None:
     first = invoke("init", str(target))
     assert first.exit_code == 0 and target.is_file() and "db upgrade" in first.output
     assert "[metrics]" in target.read_text() and "on_conflict" in target.read_text()
+    assert "Copy to" not in target.read_text()  # it is the copy
+    assert target.read_text().startswith("# lsq-sync configuration, written by `lsq-sync init`")
     config.load(str(target), env={})  # every key it holds is valid
     target.write_text("# mine\n")
     again = invoke("init", str(target))
@@ -297,7 +299,7 @@ def test_status_and_metrics_after_succeeded_partial_and_failed_runs(
     assert report["commands"]["pull"]["last_run"]["status"] == "succeeded"
     text = metrics.read_text()
     assert 'lsq_sync_last_run_status{command="pull",status="succeeded"} 1.0' in text
-    assert 'lsq_sync_last_run_count{command="pull",count="leads_ok"} 20.0' in text
+    assert 'lsq_sync_last_run_counts{command="pull",count="leads_ok"} 20.0' in text
     assert "lsq_sync_last_success_timestamp_seconds{command=\"pull\"}" in text
 
     sim.cfg.faults.mx_error_every = 7                                   # partial
@@ -474,3 +476,26 @@ def test_the_demo_runs_with_the_fewest_leads_its_help_allows(leads: int, tmp_pat
     result = invoke("demo", "--leads", str(leads), "--dir", str(tmp_path / "demo"))
     assert result.exit_code == 0, result.output[-2000:]
     assert "Traceback" not in result.output and f"{leads} leads" in result.output
+
+
+def test_the_demo_writes_a_config_it_can_read_back_from_any_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "d\U0001F600 \"q\""
+    assert invoke("demo", "--leads", "3", "--dir", str(folder)).exit_code == 0
+    again = invoke("--config", str(folder / "lsq_sync.toml"), "runs")
+    assert again.exit_code == 0, again.output
+    assert "succeeded" in again.output
+
+
+@pytest.mark.parametrize(("env", "flag", "colored"), [
+    ({"FORCE_COLOR": "1"}, [], True), ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, [], False),
+    ({"FORCE_COLOR": "1"}, ["--no-color"], False), ({}, [], False),
+    ({"TERM": "dumb", "NO_COLOR": ""}, [], False),
+])
+def test_colours_follow_no_color_force_color_and_the_flag(
+        env: dict[str, str], flag: list[str], colored: bool,
+        ready: Callable[..., Path]) -> None:
+    base = {"NO_COLOR": "", "FORCE_COLOR": "", "TERM": "xterm"}
+    result = invoke(*flag, "--log-format", "console", "--config", str(ready()), "pull",
+                    "--limit", "1", env={**base, **env})
+    assert result.exit_code == 0 and "run_finished" in result.output
+    assert ("\x1b[" in result.output) is colored, result.output

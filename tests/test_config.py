@@ -158,3 +158,14 @@ def test_to_toml_writes_what_load_reads(tmp_path: Path) -> None:
     assert cfg.database.url == f"sqlite:///{odd}"
     assert (cfg.lsq.rate_limit_calls, cfg.lsq.shared_budget, cfg.lsq.timeout_s) == (7, False, 2.5)
     assert cfg.lsq.access_key.reveal() == "u$ab"
+
+
+def test_a_written_config_reads_back_whatever_its_values_hold() -> None:
+    import tomllib
+    odd = ['sqlite:///d\U0001F600/x.db', 'a "quote" and \\ a backslash', "tab\there",
+           "line\nbreak", "\u202e", ""]
+    for value in odd:
+        text = config.to_toml({"database": {"url": value}, "lsq": {"timeout_s": 2.5,
+                                                                   "shared_budget": False}})
+        assert tomllib.loads(text) == {"database": {"url": value},
+                                       "lsq": {"timeout_s": 2.5, "shared_budget": False}}

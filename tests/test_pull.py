@@ -692,3 +692,29 @@ def test_a_signal_stops_a_run_only_when_work_was_left(
         assert result.by_signal and result.status == "partial" and not complete
     else:  # nothing to do: nothing was stopped, and the CLI exits 0
         assert not result.by_signal and result.status == "succeeded" and complete
+
+
+def test_full_refresh_passes_over_every_lead_with_no_watermark(crm: Any, engine: Engine
+                                                               ) -> None:
+    cfg = crm.config()
+    assert pull(cfg).counts.leads_total == 12
+    assert pull(cfg).counts.leads_total == 0  # incremental: nothing changed since
+    full = pull(cfg, full=True)
+    assert full.counts.leads_total == 12 and full.status == "succeeded"
+    with engine.connect() as conn:
+        row = conn.execute(select(sync_runs).where(sync_runs.c.id == full.run_id)).one()
+    assert row.pass_since is None and row.pass_complete
+    assert pull(cfg).counts.leads_total == 0  # and the next pass counts from it
+
+
+def test_a_run_by_hand_does_not_count_as_a_fresh_pull(crm: Any, engine: Engine) -> None:
+    from lsq_sync.store import health
+    cfg = crm.config()
+    passed = pull(cfg)
+    by_hand = pull(cfg, lead_ids=[crm.ids[0]])
+    assert by_hand.status == "succeeded"
+    with engine.connect() as conn:
+        finished = {r.id: r.finished_at for r in conn.execute(select(sync_runs))}
+    report = health.report(engine)
+    assert report["last_pull_success_at"] == finished[passed.run_id]
+    assert report["commands"]["pull"]["last_run"]["id"] == by_hand.run_id  # shown

@@ -51,6 +51,7 @@ class Settings:
     config_path: str | None
     log_format: str | None
     log_level: str | None
+    no_color: bool = False
     _config: config_mod.Config | None = None
     tty: bool = False  # stderr is a terminal (known once logging is set up)
 
@@ -83,7 +84,8 @@ class Settings:
         from lsq_sync import logs
         fmt = self.log_format or (cfg.log.format if cfg else "auto")
         level = self.log_level or (cfg.log.level if cfg else "info")
-        logs.configure(fmt, level, secrets=cfg.secrets() if cfg else ())
+        logs.configure(fmt, level, secrets=cfg.secrets() if cfg else (),
+                       no_color=self.no_color)
         return logs.wants_console("auto", sys.stderr)
 
 
@@ -176,10 +178,13 @@ pass_settings = click.make_pass_decorator(Settings)
               help="Override [log].format: console on a TTY and JSON lines otherwise (auto).")
 @click.option("--log-level", type=click.Choice(get_args(LogLevel)),
               help="Override [log].level.")
+@click.option("--no-color", is_flag=True,
+              help="No colours in console logs (NO_COLOR does the same; FORCE_COLOR forces "
+                   "them).")
 @click.version_option(__version__, prog_name="lsq-sync")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
-        log_level: str | None) -> None:
+        log_level: str | None, no_color: bool) -> None:
     """Sync LeadSquared tasks into a SQL database and push local edits back.
 
     \b
@@ -190,7 +195,7 @@ def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
     """
     from lsq_sync import logs
     logs.forget()
-    ctx.obj = Settings(config_path, log_format, log_level)
+    ctx.obj = Settings(config_path, log_format, log_level, no_color)
 
 
 @cli.command()
@@ -280,7 +285,7 @@ def _lead_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, .
 
 
 def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--lead-id, --limit and --restart, shared by pull and sync."""
+    """--lead-id, --limit, --restart and --full, shared by pull and sync."""
     for option in reversed([
         click.option("--lead-id", "lead_ids", multiple=True, metavar="ID", callback=_lead_ids,
                      help="Pull only this lead (repeatable) instead of the leads from "
@@ -290,6 +295,9 @@ def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "moves :last_success, and resumes no interrupted pull."),
         click.option("--restart", is_flag=True,
                      help="Start from the top: ignore what an interrupted pull left to do."),
+        click.option("--full", is_flag=True,
+                     help="A full refresh: a new pass over the whole leads query, with "
+                          ":last_success bound to NULL (as before the first pass)."),
     ]):
         command = option(command)
     return command
@@ -299,7 +307,7 @@ def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @pull_options
 @pass_settings
 def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
-         restart: bool) -> None:
+         restart: bool, full: bool) -> None:
     """Fetch the tasks of every lead and upsert them into lsq_tasks.
 
     The lead ids come from [leads].query (first column) on [leads].url, or from
@@ -323,7 +331,11 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     from lsq_sync.core.pull import PullOptions
     cfg = settings.configured()
     tty = settings.tty
-    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
+    if full and (lead_ids or limit):
+        raise click.UsageError("--full is a pass over the whole query: not with --lead-id "
+                               "or --limit")
+    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
+                          full=full)
     run_exit(app.pull(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 
@@ -373,7 +385,7 @@ def push(settings: Settings, dry_run: bool, offline: bool) -> None:
 @pull_options
 @pass_settings
 def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
-         restart: bool) -> None:
+         restart: bool, full: bool) -> None:
     """Push pending edits, then pull every lead's tasks, in one run.
 
     Push goes first so that local edits reach LeadSquared before the pull
@@ -384,7 +396,11 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     from lsq_sync.core.pull import PullOptions
     cfg = settings.configured()
     tty = settings.tty
-    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart)
+    if full and (lead_ids or limit):
+        raise click.UsageError("--full is a pass over the whole query: not with --lead-id "
+                               "or --limit")
+    options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
+                          full=full)
     run_exit(app.sync(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 

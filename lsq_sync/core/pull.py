@@ -31,6 +31,7 @@ class PullOptions:
     lead_ids: list[str] | None = None   # instead of [leads].query
     limit: int | None = None
     restart: bool = False               # ignore what an unfinished pull left to do
+    full: bool = False                  # a new pass with :last_success bound to NULL
     batch_size: int = 200               # leads per transaction
     flush_s: float = 2.0                # ... or this often, whichever comes first
     grace_s: float = GRACE_S            # on a stop, how long requests in flight may take
@@ -85,10 +86,11 @@ class Puller:
         start = done = 0
         cut = False
         if self.is_pass:
-            if self.options.restart:
+            if self.options.restart or self.options.full:
                 dropped = worklist.forget_unfinished(self.engine, run_id)
                 if dropped:
-                    self.log.info("resume_skipped", leads_dropped=dropped, reason="--restart")
+                    self.log.info("resume_skipped", leads_dropped=dropped,
+                                  reason="--full" if self.options.full else "--restart")
             else:
                 previous = worklist.unfinished_run(self.engine, run_id)
             if previous is not None:
@@ -96,7 +98,7 @@ class Puller:
                                                retry_below=MAX_LEAD_RETRIES)
                 self.log.info("resuming", from_run=previous, leads_done_before=done)
             self.params["last_success"] = runs.begin_pass(self.engine, run_id, previous,
-                                                          self.overlap)
+                                                          self.overlap, full=self.options.full)
             retry = worklist.to_retry(self.engine, MAX_LEAD_RETRIES)
             if retry:
                 again = worklist.stage(self.engine, run_id, [retry], start=start, stop=stop)

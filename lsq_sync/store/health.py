@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from lsq_sync.errors import ConfigError, StoreError
@@ -47,16 +47,16 @@ def _run(row: Any) -> dict[str, Any]:
 
 def report(engine: Engine) -> dict[str, Any]:
     """What `lsq-sync status` shows: per command the last run and the last success (for a
-    pull: the last run that succeeded or completed its pass), edits by status, failing
-    leads, runs under way."""
+    pull or sync: the last run that completed a pass over the leads query; a run by hand,
+    `--lead-id` or `--limit`, is shown as the last run but says nothing of the query's
+    freshness), edits by status, failing leads, runs under way."""
     with engine.connect() as conn:
         commands: dict[str, Any] = {}
         for command in COMMANDS:
             last = conn.execute(select(sync_runs).where(sync_runs.c.command == command)
                                 .order_by(sync_runs.c.id.desc()).limit(1)).first()
-            ok = sync_runs.c.status == RunStatus.SUCCEEDED
-            if Command(command).pulls:
-                ok = or_(ok, sync_runs.c.pass_complete.is_(True))
+            ok = sync_runs.c.pass_complete.is_(True) if Command(command).pulls \
+                else sync_runs.c.status == RunStatus.SUCCEEDED
             success = conn.execute(select(func.max(sync_runs.c.finished_at)).where(
                 sync_runs.c.command == command, ok)).scalar()
             commands[command] = {"last_run": _run(last) if last else None,
@@ -124,7 +124,7 @@ def write_textfile(path: str, report_: dict[str, Any]) -> None:
                    ("command", "status"))
     duration = gauge("lsq_sync_last_run_duration_seconds", "How long the last run took.",
                      ("command",))
-    counts = gauge("lsq_sync_last_run_count",
+    counts = gauge("lsq_sync_last_run_counts",
                    "The counts of the last run (leads_ok, leads_failed, tasks_upserted, "
                    "edits_sent, api_calls, throttled, ...).", ("command", "count"))
     success = gauge("lsq_sync_last_success_timestamp_seconds",

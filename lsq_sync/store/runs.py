@@ -123,10 +123,10 @@ def last_success(engine: Engine, overlap: timedelta = timedelta(0)) -> datetime 
 
 
 def begin_pass(engine: Engine, run_id: int, continues: int | None,
-               overlap: timedelta = timedelta(0)) -> datetime | None:
+               overlap: timedelta = timedelta(0), *, full: bool = False) -> datetime | None:
     """Make `run_id` a run of a pass: a new one that starts now (its query evaluated with
-    the current :last_success), or the pass of run `continues`. Returns the pass's
-    :last_success."""
+    the current :last_success, or NULL when `full`), or the pass of run `continues`.
+    Returns the pass's :last_success."""
     with engine.begin() as conn:
         if continues is not None:
             row = conn.execute(select(sync_runs.c.pass_started_at, sync_runs.c.pass_since)
@@ -137,7 +137,7 @@ def begin_pass(engine: Engine, run_id: int, continues: int | None,
             started = conn.execute(select(sync_runs.c.started_at)
                                    .where(sync_runs.c.id == run_id)).scalar_one()
             since = None
-    if continues is None:
+    if continues is None and not full:
         since = last_success(engine, overlap)
     with engine.begin() as conn:
         conn.execute(update(sync_runs).where(sync_runs.c.id == run_id)
