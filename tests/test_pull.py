@@ -718,3 +718,33 @@ def test_a_run_by_hand_does_not_count_as_a_fresh_pull(crm: Any, engine: Engine) 
     report = health.report(engine)
     assert report["last_pull_success_at"] == finished[passed.run_id]
     assert report["commands"]["pull"]["last_run"]["id"] == by_hand.run_id  # shown
+
+
+def test_a_stopped_run_counts_only_the_calls_it_made(
+        sqlite_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    """Workers waiting for a slot when the stop comes never call: their calls are not
+    counted (the count feeds the metrics and max_calls_per_day)."""
+    import threading
+    import time
+
+    from lsq_sync.control import Stop, StopReason
+    from lsq_sync.store import db, schema
+    schema.upgrade(db.make_engine(sqlite_url))
+    sim = make_sim(leads=40, rate_calls=5, rate_period_s=1.0)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    cfg = make_config(sim, sqlite_url, rate_limit_calls=5, rate_limit_period_s=1,
+                      concurrency=10)
+    stop = Stop()
+    results: list[Any] = []
+    runner = threading.Thread(target=lambda: results.append(
+        app.pull(cfg, PullOptions(), app.Context(stop=stop))))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while sim.meter.snapshot()["received"] < 7 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set(StopReason.SIGNAL)  # nine workers are waiting for a slot now
+    runner.join(timeout=60)
+    (result,) = results
+    assert result.by_signal
+    assert result.counts.api_calls == sim.meter.snapshot()["received"] < 40
