@@ -15,12 +15,15 @@ from common import SimProcess, lsq, run_cli, workdir, write_config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument("--leads", type=int, default=20_000,
+                        help="leads in the simulated account (0: a pull with nothing to do)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--db", default="", help="database URL (default: a new SQLite file)")
     parser.add_argument("--shared", action="store_true",
                         help="keep [lsq].shared_budget on (one database write per call)")
     args = parser.parse_args()
+    if args.leads < 0 or args.concurrency < 1:
+        parser.error("--leads must be 0 or more and --concurrency 1 or more")
 
     folder = workdir()
     db_url = args.db or f"sqlite:///{folder / 'bench.db'}"
@@ -32,9 +35,10 @@ def main() -> None:
         run_cli(*lsq(config, "db", "upgrade"))
         for label in ("first pull (all inserts)", "second pull (nothing changed)"):
             code, wall, cpu, rss = run_cli(*lsq(config, "pull"))
-            print(f"{label}: exit={code} leads={args.leads} wall={wall:.1f}s "
-                  f"leads/s={args.leads / wall:.0f} cpu={cpu:.1f}s "
-                  f"cpu/lead={cpu / args.leads * 1000:.3f}ms peak_rss={rss:.0f}MB")
+            per_lead = f"{cpu / args.leads * 1000:.3f}ms" if args.leads else "n/a"
+            print(f"{label}: exit={code} leads={args.leads} wall={wall:.2f}s "
+                  f"leads/s={args.leads / wall:.0f} cpu={cpu:.2f}s "
+                  f"cpu/lead={per_lead} peak_rss={rss:.0f}MB")
     finally:
         sim.stop()
 
