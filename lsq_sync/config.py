@@ -6,7 +6,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -267,6 +267,9 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "defaults"
+    # "section.key" -> where its value came from: "file" or "environment ($VAR)";
+    # a key that is not here has its default.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def leads_url(self) -> str:
@@ -283,7 +286,7 @@ def _schema() -> dict[str, tuple[type[Any], dict[str, Check]]]:
     schema: dict[str, tuple[type[Any], dict[str, Check]]] = {}
     for section in fields(Config):
         cls = section.default_factory
-        if isinstance(cls, type):  # `source` is no section
+        if isinstance(cls, type) and is_dataclass(cls):  # `source`, `origins`: no sections
             schema[section.name] = (cls, {key.name: key.metadata["check"]
                                           for key in fields(cls)})
     return schema
@@ -309,6 +312,7 @@ def from_mapping(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
             f"{', '.join(SCHEMA)}"
         )
     sections: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for name, (cls, checks) in SCHEMA.items():
         raw = data.get(name, {})
         if not isinstance(raw, Mapping):
@@ -318,6 +322,7 @@ def from_mapping(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
             raise ConfigError(
                 f"unknown key [{name}].{key} in {source}; known keys: {', '.join(checks)}"
             )
+        origins.update({f"{name}.{key}": "file" for key in values})
         overrides = {
             ("lsq", "access_key"): ENV_ACCESS_KEY,
             ("lsq", "secret_key"): ENV_SECRET_KEY,
@@ -326,9 +331,40 @@ def from_mapping(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         for (section, key), var in overrides.items():
             if section == name and env.get(var, "").strip():
                 values[key] = env[var]
+                origins[f"{name}.{key}"] = f"environment (${var})"
+        defaults = {f.name: f.default for f in fields(cls)}
+        for key in checks:
+            var = env_name(name, key)
+            if var in env:
+                values[key] = _from_env(env[var], defaults.get(key))
+                origins[f"{name}.{key}"] = f"environment (${var})"
         kwargs = {key: checks[key](f"[{name}].{key}", value) for key, value in values.items()}
         sections[name] = cls(**kwargs)
-    return Config(**sections, source=source)
+    known = {env_name(name, key) for name, (_, checks) in SCHEMA.items() for key in checks}
+    stray = sorted(v for v in env if v.startswith(ENV_PREFIX) and v not in known)
+    if stray:
+        raise ConfigError(f"${stray[0]} names no config key; the environment sets a key as "
+                          f"{ENV_PREFIX}SECTION__KEY (e.g. {env_name('lsq', 'timeout_s')})")
+    return Config(**sections, source=source, origins=origins)
+
+
+ENV_PREFIX = "LSQ_SYNC__"
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable that sets [section].key: LSQ_SYNC__SECTION__KEY."""
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+
+
+def _from_env(text: str, default: Any) -> Any:
+    """An environment value as the key's type: numbers and booleans as TOML reads them
+    (`10`, `2.5`, `true`); text as it is (a notify_by of "1000" stays text)."""
+    if isinstance(default, bool | int | float):
+        try:
+            return tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            return text  # the key's check says what is wrong with it
+    return text
 
 
 EXAMPLE_NAME = "config.example.toml"

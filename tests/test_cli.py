@@ -499,3 +499,24 @@ def test_colours_follow_no_color_force_color_and_the_flag(
                     "--limit", "1", env={**base, **env})
     assert result.exit_code == 0 and "run_finished" in result.output
     assert ("\x1b[" in result.output) is colored, result.output
+
+
+def test_config_show_says_where_each_value_came_from_and_masks_secrets(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[database]\nurl = "postgresql://me:hunter22@db.example/tasks"\n'
+                    '[lsq]\naccess_key = "u$file-access-key"\n')
+    result = invoke("--config", str(path), "config", "show", "--json",
+                    env={"LSQ_SYNC__LSQ__TIMEOUT_S": "7", "LSQ_SECRET_KEY": "env-secret-key"})
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)["config"]
+    assert shown["lsq"]["timeout_s"] == {"value": 7.0,
+                                         "from": "environment ($LSQ_SYNC__LSQ__TIMEOUT_S)"}
+    assert shown["lsq"]["secret_key"] == {"value": "***",
+                                          "from": "environment ($LSQ_SECRET_KEY)"}
+    assert shown["lsq"]["access_key"] == {"value": "***", "from": "file"}
+    assert shown["lsq"]["auth"] == {"value": "header", "from": "default"}
+    assert "hunter22" not in result.output and "***" in shown["database"]["url"]["value"]
+    assert "env-secret-key" not in result.output and "file-access-key" not in result.output
+    text = invoke("--config", str(path), "config", "show")
+    assert "timeout_s = 30.0  # default" in text.output and "hunter22" not in text.output

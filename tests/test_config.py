@@ -169,3 +169,41 @@ def test_a_written_config_reads_back_whatever_its_values_hold() -> None:
                                                                    "shared_budget": False}})
         assert tomllib.loads(text) == {"database": {"url": value},
                                        "lsq": {"timeout_s": 2.5, "shared_budget": False}}
+
+
+def test_every_key_can_be_set_from_the_environment_and_wins_over_the_file() -> None:
+    from dataclasses import fields
+
+    example = config.from_mapping({}, env={})
+    for name in config.SCHEMA:
+        for f in fields(getattr(example, name)):
+            var = config.env_name(name, f.name)
+            assert var == f"LSQ_SYNC__{name.upper()}__{f.name.upper()}"
+            value = getattr(getattr(example, name), f.name)
+            if isinstance(value, bool):  # the other value, so that the change shows
+                text, expected = ("false", False) if value else ("true", True)
+            else:
+                text = str(value.reveal() if isinstance(value, config.Secret) else value)
+                expected = value
+            got = config.from_mapping({}, env={var: text})
+            assert getattr(getattr(got, name), f.name) == expected, var
+            assert got.origins[f"{name}.{f.name}"] == f"environment (${var})"
+    cfg = config.from_mapping({"lsq": {"timeout_s": 5, "max_attempts": 3}},
+                              env={"LSQ_SYNC__LSQ__TIMEOUT_S": "12.5",
+                                   "LSQ_SYNC__STORE__HISTORY": "true",
+                                   "LSQ_SYNC__PUSH__NOTIFY_BY": "1100",
+                                   "LSQ_SECRET_KEY": "older-style-secret"})
+    assert (cfg.lsq.timeout_s, cfg.lsq.max_attempts, cfg.store.history) == (12.5, 3, True)
+    assert cfg.push.notify_by == "1100" and cfg.lsq.secret_key.reveal() == "older-style-secret"
+    assert cfg.origins["lsq.max_attempts"] == "file" and "lsq.auth" not in cfg.origins
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"LSQ_SYNC__LSQ__TIMEOUTS": "1"}, "$LSQ_SYNC__LSQ__TIMEOUTS names no config key"),
+    ({"LSQ_SYNC__LSQ__TIMEOUT_S": "soon"}, "[lsq].timeout_s must be a number"),
+    ({"LSQ_SYNC__STORE__HISTORY": "maybe"}, "[store].history"),
+])
+def test_a_bad_environment_value_names_its_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping({}, env=env)
+    assert message in str(caught.value)

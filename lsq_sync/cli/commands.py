@@ -198,6 +198,45 @@ def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
     ctx.obj = Settings(config_path, log_format, log_level, no_color)
 
 
+@cli.group("config", cls=Group)
+def config_group() -> None:
+    """The configuration as lsq-sync sees it."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@pass_settings
+def config_show(settings: Settings, as_json: bool) -> None:
+    """Print the effective configuration: every key, its value and where it came from
+    (default, the file, or the environment: LSQ_SYNC__SECTION__KEY, or the older
+    LSQ_ACCESS_KEY, LSQ_SECRET_KEY, LSQ_SYNC_DATABASE_URL). Secrets are masked, and so are
+    the passwords in database URLs."""
+    from dataclasses import fields as fields_of
+
+    from lsq_sync.config import SCHEMA, Secret
+    from lsq_sync.store.db import safe_url
+    cfg = settings.config()
+    shown: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in SCHEMA:
+        section = getattr(cfg, name)
+        for f in fields_of(section):
+            value = getattr(section, f.name)
+            if isinstance(value, Secret):
+                value = "***" if value else ""
+            elif f.name == "url" and value:
+                value = safe_url(value)
+            shown.setdefault(name, {})[f.name] = {
+                "value": value, "from": cfg.origins.get(f"{name}.{f.name}", "default")}
+    if as_json:
+        click.echo(json.dumps({"source": cfg.source, "config": shown}))
+        return
+    click.echo(f"# {safe(cfg.source)}")
+    for name, keys in shown.items():
+        click.echo(f"[{name}]")
+        for key, item in keys.items():
+            click.echo(safe(f"{key} = {json.dumps(item['value'])}  # {item['from']}"))
+
+
 @cli.command()
 @click.argument("path", required=False, default="lsq_sync.toml",
                 type=click.Path(dir_okay=True, path_type=Path))
