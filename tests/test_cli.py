@@ -171,6 +171,9 @@ def test_failed_leads_make_exit_1(ready: Callable[..., Path], sim: Simulator) ->
     assert len(failed) == 4
     assert failed[0]["exception_type"] == "MXInvalidLeadException"
     assert "locked for migration" in failed[0]["message"]
+    (last,) = [json.loads(ln) for ln in result.output.splitlines()
+               if ln.startswith("{") and '"event": "exit"' in ln]
+    assert last["run_id"] == failed[0]["run_id"] == 1  # the last word names the run too
 
 
 def test_rejected_credentials_are_exit_3(ready: Callable[..., Path]) -> None:

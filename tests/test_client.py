@@ -238,8 +238,8 @@ def error_body(**fields: Any) -> bytes:
     (200, b"{truncated", TransientError, "the API answered with a body that is not JSON", 200),
     (200, error_body(Message="plain error"), RejectedError, "plain error", 200),
     (200, json.dumps({"Status": " ERROR"}).encode(), None, None, None),
-    (401, b"", AuthError, "the API rejected the credentials or the host (HTTP 401: HTTP 401)",
-     401),
+    (401, b"", AuthError, "the API rejected the credentials or the host (HTTP 401: HTTP 401); "
+     "`lsq-sync doctor` checks both", 401),
     (429, b"", ThrottledError, "HTTP 429: rate limit exceeded", 429),
     (429, error_body(ExceptionType="MXSomethingElse", ExceptionMessage="no"), RejectedError,
      "HTTP 429: MXSomethingElse: no", 429),
@@ -298,6 +298,7 @@ def test_retries_and_throttles_are_reported_with_what_happened() -> None:
     assert events[0][1] == {"path": path, "status": 200, "stated_calls": 10,
                             "stated_period_s": 5.0, "new_limit": True}
     assert events[1][1]["path"] == path and events[1][1]["attempt"] == 1
+    assert events[1][1]["lead_id"] == LEAD  # which lead, for the reader of the log
     assert events[1][1]["error"] == "no answer within 7s (ReadTimeout)"
     assert events[2][1]["attempt"] == 2
     assert events[2][1]["error"] == "connection failed (ConnectError: refused)"
@@ -359,3 +360,12 @@ def test_each_slot_moves_to_when_its_request_really_leaves(sim: Any) -> None:
             client.retrieve_tasks(lead)
     assert len(moved) == 3 and moved == sorted(moved)
     assert list(limiter.budget.windows[0].sends) != moved  # each one later than reserved
+
+
+def test_log_events_of_a_call_name_its_lead_or_task() -> None:
+    from lsq_sync.leadsquared.client import _about
+    url = httpx.URL("http://h/v2/LeadManagement.svc/RetrieveTaskByLeadId?leadId=L-1")
+    assert _about(url, None) == {"lead_id": "L-1"}
+    assert _about(httpx.URL("http://h/v2/Task.svc/Update"), {"UserTaskId": "T-1"}) == {
+        "task_id": "T-1"}
+    assert _about(httpx.URL("http://h/v2/Authentication.svc/UserByAccessKey.Get"), None) == {}

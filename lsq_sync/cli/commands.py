@@ -150,18 +150,21 @@ def run_exit(result: RunResult, tty: bool) -> NoReturn:
     try:
         result.raise_for_status()
     except RunFailed as exc:
-        fail(str(exc), EXIT_PARTIAL)
+        fail(str(exc), EXIT_PARTIAL, run_id=result.run_id)
     sys.exit(EXIT_OK)
 
 
-def fail(message: str, code: int, secrets: list[str] | None = None) -> NoReturn:
-    """The command's last word: one line on stderr, a JSON event when logs are JSON."""
+def fail(message: str, code: int, secrets: list[str] | None = None,
+         run_id: int | None = None) -> NoReturn:
+    """The command's last word: one line on stderr, a JSON event when logs are JSON (with
+    the run's id, when there was a run)."""
     from lsq_sync import logs
     from lsq_sync.redact import redact, secret_forms
     if secrets:
         message = redact(message, secret_forms(secrets))
     if logs.json_mode():
-        logs.get_logger("lsq_sync").error("exit", exit_code=code, message=message)
+        about = {"run_id": run_id} if run_id is not None else {}
+        logs.get_logger("lsq_sync").error("exit", exit_code=code, message=message, **about)
     else:
         click.echo(f"lsq-sync: {message}", err=True)
     sys.exit(code)

@@ -70,7 +70,8 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
     described = f"{kind}: {message}" if kind else (message or f"HTTP {status}")
     if status == 401:
         raise AuthError(f"the API rejected the credentials or the host (HTTP 401: "
-                        f"{described})", exception_type=kind or None, status_code=401)
+                        f"{described}); `lsq-sync doctor` checks both",
+                        exception_type=kind or None, status_code=401)
     if status >= 500:
         if kind.startswith("MX"):
             raise RejectedError(described, exception_type=kind, status_code=status)
@@ -86,6 +87,15 @@ def classify(status: int, content: bytes, forms: Iterable[str] = ()) -> Any:
     if isinstance(body, dict) and str(body.get("Status", "")).lower() == "error":
         raise RejectedError(described, exception_type=kind or None, status_code=status)
     return body
+
+
+def _about(url: httpx.URL, json_body: Any) -> dict[str, str]:
+    """Which lead or task a call is about, for its log events."""
+    lead = url.params.get("leadId")
+    if lead:
+        return {"lead_id": lead}
+    task = json_body.get("UserTaskId") if isinstance(json_body, dict) else None
+    return {"task_id": str(task)} if task else {}
 
 
 def _can_heal(exc: BaseException) -> bool:
@@ -232,7 +242,8 @@ class LsqClient:
         error = self._as_transient(_failure(state))
         self.stats.add(retries=1)
         self._on_event("retry", path=state.args[3], attempt=state.attempt_number,
-                       error=str(error), delay_s=round(state.upcoming_sleep, 3))
+                       error=str(error), delay_s=round(state.upcoming_sleep, 3),
+                       **_about(state.args[2], state.args[4]))
 
     def _give_up(self, state: RetryCallState) -> Any:
         error = self._as_transient(_failure(state))
