@@ -326,7 +326,8 @@ def test_status_and_metrics_after_succeeded_partial_and_failed_runs(
     assert 'lsq_sync_last_run_status{command="pull",status="failed"} 1.0' in \
         metrics.read_text()
     human = invoke("--config", str(path), "status")
-    assert human.exit_code == 0 and "pull   last run 3 failed" in human.output
+    assert human.exit_code == 0 and "pull   last run 3 failed, finished " in human.output
+    assert "s ago)" in human.output and "last success " in human.output
     assert "failing leads: 3" in human.output
     bad = invoke("--config", str(path), "status", "--max-age", "soon")
     assert bad.exit_code == 2 and "not a duration" in one_line_error(bad)
@@ -523,3 +524,18 @@ def test_config_show_says_where_each_value_came_from_and_masks_secrets(
     assert "env-secret-key" not in result.output and "file-access-key" not in result.output
     text = invoke("--config", str(path), "config", "show")
     assert "timeout_s = 30.0  # default" in text.output and "hunter22" not in text.output
+
+
+def test_edit_takes_a_due_date_as_people_type_it(ready: Callable[..., Path],
+                                                  sim: Simulator) -> None:
+    path = ready()
+    assert invoke("--config", str(path), "pull").exit_code == 0
+    task_id = next(t["TaskID"] for x in sim.state.lead_ids() for t in sim.state.tasks_of(x))
+    for typed, stored in [("2026-02-01T10:00", "2026-02-01 10:00:00"),
+                          ("2026-02-01T10:00+05:30", "2026-02-01 04:30:00")]:
+        queued = invoke("--config", str(path), "edit", task_id, "--due", typed)
+        assert queued.exit_code == 0, queued.output
+        shown = invoke("--config", str(path), "edits", "--json").output.splitlines()
+        assert json.loads(shown[0])["fields"] == {"due_date": stored}
+    wrong = invoke("--config", str(path), "edit", task_id, "--due", "2026-02-30 10:00:00")
+    assert wrong.exit_code == 2 and "is not a real date" in one_line_error(wrong)

@@ -446,6 +446,19 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     run_exit(app.sync(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 
+def _as_utc_text(value: str) -> str:
+    """A date as people type it (2026-02-01T10:00, 2026-02-01 10:00:00, with an offset or
+    Z) as `YYYY-MM-DD HH:MM:SS` in UTC; anything else as given, for the check to name."""
+    from datetime import UTC, datetime
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return value
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _edit_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`lsq-sync edit`'s options, one per editable field of leadsquared/fields.py."""
     for f in reversed(EDITABLE):
@@ -473,6 +486,9 @@ def edit(settings: Settings, /, task_id: str, **fields: Any) -> None:
     from lsq_sync.core import merge
     notify = fields.get(NOTIFY)
     fields[NOTIFY] = None if notify is None else ("1100" if notify else "1000")
+    for f in EDITABLE:
+        if f.kind == "date" and fields.get(f.column):
+            fields[f.column] = _as_utc_text(fields[f.column])
     edit_id = merge.queue(settings.store(), task_id, fields)
     click.echo(safe(f"queued edit {edit_id} for task {task_id}; `lsq-sync push` sends it"))
 
@@ -681,23 +697,28 @@ def _when(value: Any, none: str = "never") -> str:
 
 
 def _status_lines(report: dict[str, Any]) -> list[str]:
+    """`status` for people: every time is when something finished, with its age."""
+    from lsq_sync.store.health import ago
     lines = []
     for command, info in report["commands"].items():
         run = info["last_run"]
         if run is None:
             lines.append(f"{command:6s} never run")
             continue
-        took = f", {run['duration_s']:.1f} s" if run["duration_s"] is not None else ""
-        lines.append(f"{command:6s} last run {run['id']} {run['status']} at "
-                     f"{_when(run['started_at'])}{took}; last success "
-                     f"{_when(info['last_success_at'])}")
+        took = f" in {run['duration_s']:.1f} s" if run["duration_s"] is not None else ""
+        done = (f"finished {_when(run['finished_at'])} ({ago(run['finished_at'])} ago){took}"
+                if run["finished_at"] else f"running since {_when(run['started_at'])}")
+        success = info["last_success_at"]
+        lines.append(f"{command:6s} last run {run['id']} {run['status']}, {done}; last "
+                     f"success " + (f"{_when(success)} ({ago(success)} ago)" if success
+                                    else "never"))
         if run["error"]:
-            lines.append(f"       {run['error']}")
+            lines.append(f"       {safe(run['error'])}")
     lines.append("edits  " + ", ".join(f"{k} {v}" for k, v in report["edits"].items()))
     lines.append(f"failing leads: {report['failing_leads']}")
     for lead in report["failing_leads_top"]:
-        lines.append(f"  {lead['lead_id']} failed {lead['failures']} time(s) in a row: "
-                     f"{lead['last_error']}")
+        lines.append(safe(f"  {lead['lead_id']} failed {lead['failures']} time(s) in a row: "
+                          f"{lead['last_error']}"))
     for run in report["running"]:
         lines.append(f"running: run {run['id']} ({run['command']}) pid {run['pid']} on "
                      f"{run['host']} since {_when(run['started_at'])}")

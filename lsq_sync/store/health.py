@@ -95,8 +95,13 @@ def stale(report_: dict[str, Any], max_age: timedelta, now: datetime | None = No
     return None
 
 
+def ago(when: datetime, now: datetime | None = None) -> str:
+    """How long ago `when` was, for people: '45s', '12m', '3h05m', '4d'."""
+    return _ago((now or utcnow()) - when)
+
+
 def _ago(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+    seconds = max(0, int(delta.total_seconds()))
     if seconds < 120:
         return f"{seconds}s"
     if seconds < 7200:
