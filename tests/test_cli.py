@@ -152,6 +152,15 @@ def test_pull_runs_and_runs_lists_it(ready: Callable[..., Path]) -> None:
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[0].startswith("id") and "succeeded" in lines[1] and "40/0/40" in lines[1]
+    assert all(len(line) <= 80 for line in lines)
+
+
+def test_runs_fits_80_columns_with_a_long_error(ready: Callable[..., Path]) -> None:
+    path = ready(max_calls_per_run=3)  # the cap's stop reason is a long error
+    assert invoke("--config", str(path), "pull").exit_code == 0
+    lines = invoke("--config", str(path), "runs").output.splitlines()
+    assert len(lines) == 2 and lines[1].endswith("…") and "  stopped aft" in lines[1]
+    assert all(len(line) <= 80 for line in lines), lines
 
 
 def test_every_log_line_of_a_run_carries_its_run_id(ready: Callable[..., Path]) -> None:

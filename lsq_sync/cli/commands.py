@@ -495,9 +495,11 @@ def edit(settings: Settings, /, task_id: str, **fields: Any) -> None:
 
 # -- runs ----------------------------------------------------------------------------------
 
-RUN_COLUMNS = [("id", 5), ("command", 7), ("status", 9), ("started (UTC)", 19), ("secs", 7),
-               ("leads ok/fail/total", 19), ("tasks +/-", 11), ("edits sent/fail", 15),
-               ("calls", 6), ("thr", 4)]
+# Narrow enough for an 80-column terminal: leads are ok/failed/total, tasks +written/-deleted,
+# edits sent/failed, thr the throttle answers; the error takes what is left of the line.
+RUN_COLUMNS = ["id", "cmd", "status", "started UTC", "secs", "leads", "tasks", "edits",
+               "calls", "thr"]
+WIDTH = 80
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -532,16 +534,19 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
     for r in rows:
         secs = runs.duration(r["started_at"], r["finished_at"])
         lines.append([
-            r["id"], r["command"], r["status"], r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
-            f"{secs:.1f}" if secs is not None else "-",
+            r["id"], r["command"], r["status"], r["started_at"].strftime("%m-%d %H:%M"),
+            f"{secs:.0f}" if secs is not None else "-",
             f"{r['leads_ok']}/{r['leads_failed']}/{r['leads_total']}",
             f"+{r['tasks_upserted']}/-{r['tasks_deleted']}",
-            f"{r['edits_sent']}/{r['edits_failed']}", r["api_calls"], r["throttled"],
-            (r["error"] or "").replace("\n", " ")[:80],
-        ])
-    headers = [name for name, _ in RUN_COLUMNS] + ["error"]
-    for line in table(lines, headers, [width for _, width in RUN_COLUMNS]):
-        click.echo(line)
+            f"{r['edits_sent']}/{r['edits_failed']}", r["api_calls"], r["throttled"]])
+    header, *body = table(lines, RUN_COLUMNS)
+    click.echo(header)
+    for line, r in zip(body, rows, strict=True):
+        # The error, made safe, in what the line has left (the whole: `runs show ID`).
+        room = max(WIDTH - len(line) - 2, 12)
+        error = safe((r["error"] or "").replace("\n", " "))
+        click.echo(f"{line}  {error[:room - 1]}…" if len(error) > room else
+                   f"{line}  {error}".rstrip())
 
 
 @runs_cmd.command("show")
