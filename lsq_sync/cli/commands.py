@@ -543,10 +543,11 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
     click.echo(header)
     for line, r in zip(body, rows, strict=True):
         # The error, made safe, in what the line has left (the whole: `runs show ID`).
-        room = max(WIDTH - len(line) - 2, 12)
+        room = WIDTH - len(line) - 2
         error = safe((r["error"] or "").replace("\n", " "))
-        click.echo(f"{line}  {error[:room - 1]}…" if len(error) > room else
-                   f"{line}  {error}".rstrip())
+        if len(error) > room:
+            error = f"{error[:room - 1]}…" if room > 1 else ""
+        click.echo(f"{line}  {error}".rstrip())
 
 
 @runs_cmd.command("show")
