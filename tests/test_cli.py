@@ -159,7 +159,7 @@ def test_runs_fits_80_columns_with_a_long_error(ready: Callable[..., Path]) -> N
     path = ready(max_calls_per_run=3)  # the cap's stop reason is a long error
     assert invoke("--config", str(path), "pull").exit_code == 0
     lines = invoke("--config", str(path), "runs").output.splitlines()
-    assert len(lines) == 2 and lines[1].endswith("…") and "  stopped aft" in lines[1]
+    assert len(lines) == 2 and lines[1].endswith("…") and "  stopped a" in lines[1]
     assert all(len(line) <= 80 for line in lines), lines
 
 
