@@ -89,3 +89,19 @@ def test_a_stop_event_ends_the_run_gracefully_and_no_handler_is_left(
     again = lsq_sync.pull(config, handle_signals=True)  # resumes; handlers put back after
     assert again.counts.leads_total == 12
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_result_says_what_it_did_and_what_failed() -> None:
+    counts = lsq_sync.RunCounts(leads_total=3, leads_ok=2, leads_failed=1, tasks_upserted=1,
+                                edits_sent=1, edits_conflict=2, api_calls=4, throttled=1)
+    result = lsq_sync.RunResult(7, lsq_sync.Command.SYNC, lsq_sync.RunStatus.PARTIAL, counts,
+                                retries=2)
+    assert result.summary() == ("sync run 7 partial: 2/3 leads pulled, 1 task written, "
+                                "0 marked deleted, 1 edit sent, 4 API calls (1 throttled, "
+                                "2 retried)")
+    assert result.what_failed() == "1 lead failed, 2 edits held as conflicts"
+    assert result.failed
+    stopped = lsq_sync.RunResult(8, lsq_sync.Command.PUSH, lsq_sync.RunStatus.PARTIAL,
+                                 lsq_sync.RunCounts(), by_signal=True)
+    assert stopped.failed and stopped.what_failed() == "stopped by a signal"
+    assert stopped.summary() == "push run 8 partial: 0 edits sent, 0 API calls (0 throttled)"

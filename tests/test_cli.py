@@ -201,6 +201,20 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "lsq_sync.db").exists()
     runs = invoke("--config", str(tmp_path / "demo" / "lsq_sync.toml"), "runs")
     assert runs.exit_code == 0 and len(runs.output.splitlines()) == 3
+    assert '"event"' not in result.output  # the runs' sentences, not their log lines
+    again = invoke("demo", "--dir", str(tmp_path / "demo"), "--leads", "30")
+    assert again.exit_code == 0 and "an earlier demo's database there was replaced" in \
+        again.output
+    runs = invoke("--config", str(tmp_path / "demo" / "lsq_sync.toml"), "runs")
+    assert len(runs.output.splitlines()) == 3  # started clean: its own two runs only
+
+
+def test_the_demo_never_touches_a_database_it_did_not_write(tmp_path: Path) -> None:
+    mine = tmp_path / "lsq_sync.db"
+    mine.write_bytes(b"someone's data")
+    result = invoke("demo", "--dir", str(tmp_path), "--leads", "3")
+    assert result.exit_code == 2 and "the demo did not write" in one_line_error(result)
+    assert mine.read_bytes() == b"someone's data"
 
 
 def test_simulate_serves_from_the_command_line(tmp_path: Path) -> None:

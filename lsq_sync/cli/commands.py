@@ -877,6 +877,9 @@ def demo(settings: Settings, directory: str | None, leads: int) -> None:
     """
     from lsq_sync.cli import demo as demo_mod
 
+    # A first impression: the runs' own sentences, not their log lines (--log-level info
+    # shows those too).
+    settings.log_level = settings.log_level or "warning"
     tty = settings.setup_logging(None)
     code = demo_mod.run(directory, leads=leads, tty=tty, echo=click.echo)
     sys.exit(code)

@@ -14,6 +14,7 @@ from lsq_sync.cli.render import table
 from lsq_sync.core import app
 from lsq_sync.core.pull import PullOptions
 from lsq_sync.core.result import RunResult
+from lsq_sync.errors import ConfigError
 from lsq_sync.store import db, schema
 from lsq_sync.testing import Faults, SimConfig, Simulator
 
@@ -44,6 +45,7 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         echo: Callable[[str], Any] = print) -> int:
     folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="lsq-sync-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+    reused = _start_clean(folder)
     db_url = f"sqlite:///{(folder / 'lsq_sync.db').resolve()}"
     sim_cfg = SimConfig(leads=leads, seed=7, rate_calls=DEMO_CALLS, rate_period_s=DEMO_PERIOD,
                         faults=Faults(latency_ms=(30, 120), bare_500=0.01))
@@ -55,9 +57,9 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         }
         cfg = config.from_mapping(settings, env={}, source="demo")
         (folder / "lsq_sync.toml").write_text(
-            "# Written by `lsq-sync demo`; its simulator is gone, the database stays.\n"
-            + config.to_toml({"database": {"url": db_url}}), encoding="utf-8")
-        echo(f"lsq-sync demo in {folder}")
+            MARK + config.to_toml({"database": {"url": db_url}}), encoding="utf-8")
+        echo(f"lsq-sync demo in {folder}"
+             + (" (an earlier demo's database there was replaced)" if reused else ""))
         echo(f"  simulated account at {sim.url}: {leads} leads, limit {DEMO_CALLS} calls "
              f"per {DEMO_PERIOD:g} s, 30-120 ms latency, 1% server errors")
         engine = db.make_engine(db_url)
@@ -97,6 +99,26 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
         return 1 if failures else 0
 
 
+MARK = "# Written by `lsq-sync demo`; its simulator is gone, the database stays.\n"
+DEMO_FILES = ("lsq_sync.db", "lsq_sync.db-wal", "lsq_sync.db-shm", "lsq_sync.toml")
+
+
+def _start_clean(folder: Path) -> bool:
+    """Remove what an earlier demo left in `folder` (its config carries MARK); a database
+    the demo did not write is never touched. Returns whether an earlier demo was there."""
+    config_file = folder / "lsq_sync.toml"
+    ours = config_file.is_file() and config_file.read_text(encoding="utf-8",
+                                                            errors="replace").startswith(MARK)
+    if not ours:
+        if any((folder / name).exists() for name in DEMO_FILES):
+            raise ConfigError(f"{folder} holds an lsq_sync.db or lsq_sync.toml the demo did "
+                              f"not write; give --dir an empty folder (nothing was changed)")
+        return False
+    for name in DEMO_FILES:
+        (folder / name).unlink(missing_ok=True)
+    return True
+
+
 def _change_crm(sim: Simulator) -> tuple[list[str], list[str]]:
     """A rename, a deletion and a move, on as many as the account's leads allow (a small
     --leads may have one lead with tasks, or none). Returns the leads and what changed."""
@@ -121,6 +143,9 @@ def _change_crm(sim: Simulator) -> tuple[list[str], list[str]]:
 
 def _summary(echo: Callable[[str], Any], result: RunResult) -> None:
     echo("   " + result.summary())
+    if result.retries:
+        echo(f"   ({result.retries} transient server errors, injected by the simulator, "
+             f"were retried and healed)")
     failed = result.what_failed()
     if failed:
         echo(f"   {failed}")

@@ -151,4 +151,4 @@ def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
     # A signal that came when nothing was left to do stopped nothing: the run is done.
     return RunResult(run.id, Command(command), run.status, run.current(), run.stopped,
                      by_signal=run.stopped is not None
-                     and ctx.stop.reason == StopReason.SIGNAL)
+                     and ctx.stop.reason == StopReason.SIGNAL, retries=run.stats.retries)

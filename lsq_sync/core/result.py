@@ -25,6 +25,7 @@ class RunResult:
     counts: RunCounts
     stopped: str | None = None      # why it ended before doing everything (cap, signal)
     by_signal: bool = False
+    retries: int = 0                # transient failures retried (5xx, timeouts, drops)
 
     @property
     def failed(self) -> bool:
@@ -40,7 +41,8 @@ class RunResult:
                          f"{c.tasks_deleted:,} marked deleted")
         if self.command in (Command.PUSH, Command.SYNC):
             parts.append(f"{_plural(c.edits_sent, 'edit')} sent")
-        parts.append(f"{_plural(c.api_calls, 'API call')} ({c.throttled:,} throttled)")
+        retried = f", {self.retries:,} retried" if self.retries else ""
+        parts.append(f"{_plural(c.api_calls, 'API call')} ({c.throttled:,} throttled{retried})")
         return f"{self.command} run {self.run_id} {self.status}: " + ", ".join(parts)
 
     def what_failed(self) -> str:
