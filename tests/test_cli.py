@@ -562,3 +562,26 @@ def test_edit_takes_a_due_date_as_people_type_it(ready: Callable[..., Path],
         assert json.loads(shown[0])["fields"] == {"due_date": stored}
     wrong = invoke("--config", str(path), "edit", task_id, "--due", "2026-02-30 10:00:00")
     assert wrong.exit_code == 2 and "is not a real date" in one_line_error(wrong)
+
+
+def test_runs_show_of_a_push_leaves_out_what_only_a_pull_sets(
+        ready: Callable[..., Path]) -> None:
+    path = ready()
+    assert invoke("--config", str(path), "push").exit_code == 0
+    shown = invoke("--config", str(path), "runs", "show", "1").output
+    assert "edits_sent" in shown and "leads_total" not in shown and "pass_since" not in shown
+    full = json.loads(invoke("--config", str(path), "runs", "show", "1", "--json").output)
+    assert "leads_total" in full  # scripts get every column
+
+
+def test_quiet_keeps_warnings_and_errors_only(ready: Callable[..., Path], sim: Simulator
+                                              ) -> None:
+    path = ready()
+    sim.cfg.faults.mx_error_every = 10
+    result = invoke("--quiet", "--config", str(path), "pull")
+    assert result.exit_code == 1
+    events = [json.loads(ln)["event"] for ln in result.output.splitlines()
+              if ln.startswith("{")]
+    assert "lead_failed" in events and "run_started" not in events and "exit" in events
+    both = invoke("--quiet", "--log-level", "info", "--config", str(path), "pull")
+    assert both.exit_code == 2

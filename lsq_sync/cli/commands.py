@@ -181,13 +181,16 @@ pass_settings = click.make_pass_decorator(Settings)
               help="Override [log].format: console on a TTY and JSON lines otherwise (auto).")
 @click.option("--log-level", type=click.Choice(get_args(LogLevel)),
               help="Override [log].level.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Log only warnings and errors; the progress bar and the closing sentence "
+                   "stay (same as --log-level warning).")
 @click.option("--no-color", is_flag=True,
               help="No colours in console logs (NO_COLOR does the same; FORCE_COLOR forces "
                    "them).")
 @click.version_option(__version__, prog_name="lsq-sync")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
-        log_level: str | None, no_color: bool) -> None:
+        log_level: str | None, quiet: bool, no_color: bool) -> None:
     """Sync LeadSquared tasks into a SQL database and push local edits back.
 
     \b
@@ -198,7 +201,9 @@ def cli(ctx: click.Context, config_path: str | None, log_format: str | None,
     """
     from lsq_sync import logs
     logs.forget()
-    ctx.obj = Settings(config_path, log_format, log_level, no_color)
+    if quiet and log_level is not None:
+        raise click.UsageError("--quiet and --log-level: give one of them")
+    ctx.obj = Settings(config_path, log_format, "warning" if quiet else log_level, no_color)
 
 
 @cli.group("config", cls=Group)
@@ -550,6 +555,12 @@ def runs_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
         click.echo(f"{line}  {error}".rstrip())
 
 
+# What a run of each command never sets, left out of `runs show` (its --json keeps all).
+_PULL_FIELDS = ("leads_total", "leads_ok", "leads_failed", "leads_skipped", "tasks_deleted",
+                "tasks_skipped", "pass_started_at", "pass_since", "pass_complete")
+_NOT_FOR = {"push": _PULL_FIELDS, "pull": ("edits_sent", "edits_failed", "edits_conflict")}
+
+
 @runs_cmd.command("show")
 @click.argument("run_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
@@ -568,7 +579,10 @@ def runs_show(settings: Settings, run_id: int, as_json: bool) -> None:
         click.echo(json.dumps({**_jsonable(row), "failed_leads": failed,
                                "leads_with_skipped_tasks": partial, "failed_edits": held}))
         return
+    left_out = _NOT_FOR.get(row["command"], ())
     for key, value in row.items():
+        if key in left_out:
+            continue
         shown = value.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(value, "strftime") else value
         click.echo(f"{key:15s} {safe(shown)}")
     if failed:
