@@ -432,8 +432,8 @@ def resolve_path(explicit: str | None, env: Mapping[str, str] | None = None) -> 
             how = "--config" if explicit else f"${ENV_CONFIG}"
             what = "is not a file" if path.exists() else "does not exist"
             raise ConfigError(
-                f"config file {path} (from {how}) {what}; copy "
-                f"config.example.toml there or point {how} at your file"
+                f"config file {path} (from {how}) {what}; `lsq-sync init {path}` writes a "
+                f"commented one there, or point {how} at your file"
             )
         return path
     return DEFAULT_PATH if DEFAULT_PATH.is_file() else None

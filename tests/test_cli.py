@@ -74,6 +74,7 @@ def test_missing_config_file_is_exit_2(tmp_path: Path) -> None:
     result = invoke("--config", str(tmp_path / "nope.toml"), "pull")
     assert result.exit_code == 2
     assert "does not exist" in one_line_error(result)
+    assert "`lsq-sync init " in one_line_error(result)  # a wheel has no example to copy
 
 
 def test_bad_option_is_exit_2() -> None:

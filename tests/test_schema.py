@@ -205,6 +205,10 @@ def test_an_installed_wheel_migrates_and_writes_its_config(tmp_path: Any) -> Non
     init = run("init", "fresh.toml")
     assert init.returncode == 0, init.stderr
     assert "[metrics]" in (tmp_path / "fresh.toml").read_text()
+    installed = __import__("pathlib").Path(where.stdout.strip()).parent
+    assert (installed / "docs" / "reporting.md").is_file()  # the demo points at it
+    assert (installed.parent / f"lsq_sync-{__import__('lsq_sync').__version__}.dist-info"
+            / "licenses" / "LICENSE").is_file()
 
 
 KILLER = """

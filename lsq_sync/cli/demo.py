@@ -83,7 +83,7 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
             echo("2. (The simulated account has no tasks to change: try more --leads.)")
 
         echo("")
-        echo("3. A report on the synced table (more in docs/reporting.md):")
+        echo(f"3. A report on the synced table (more in {_reporting_doc()}):")
         echo("")
         echo("\n".join("   " + line for line in REPORT_SQL.splitlines()))
         echo("")
@@ -101,6 +101,15 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
 
 MARK = "# Written by `lsq-sync demo`; its simulator is gone, the database stays.\n"
 DEMO_FILES = ("lsq_sync.db", "lsq_sync.db-wal", "lsq_sync.db-shm", "lsq_sync.toml")
+
+
+def _reporting_doc() -> str:
+    """docs/reporting.md: in a source checkout, or shipped in the wheel."""
+    package = Path(__file__).resolve().parent.parent
+    for doc in (package.parent / "docs" / "reporting.md", package / "docs" / "reporting.md"):
+        if doc.is_file():
+            return str(doc)
+    return "docs/reporting.md in lsq-sync's source"
 
 
 def _start_clean(folder: Path) -> bool:
