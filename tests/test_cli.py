@@ -586,3 +586,16 @@ def test_quiet_keeps_warnings_and_errors_only(ready: Callable[..., Path], sim: S
     assert "lead_failed" in events and "run_started" not in events and "exit" in events
     both = invoke("--quiet", "--log-level", "info", "--config", str(path), "pull")
     assert both.exit_code == 2
+
+
+def test_debug_shows_requests_and_sql_timings_without_keys(ready: Callable[..., Path]
+                                                           ) -> None:
+    path = ready(auth="query")  # the keys travel in the query string: never in a log line
+    result = invoke("--log-level", "debug", "--config", str(path), "pull", "--limit", "2")
+    assert result.exit_code == 0, result.output[-1000:]
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    requests = [e for e in events if e["event"] == "request"]
+    assert len(requests) == 2 and all(e["path"].endswith("RetrieveTaskByLeadId")
+                                      and "lead_id" in e for e in requests)
+    assert any(e["event"].startswith("sql ") and " ms " in e["event"] for e in events)
+    assert DEMO_ACCESS_KEY not in result.output and DEMO_SECRET_KEY not in result.output

@@ -294,6 +294,12 @@ def test_retries_and_throttles_are_reported_with_what_happened() -> None:
     client._on_event = lambda event, **fields: events.append((event, fields))
     client.retrieve_tasks(LEAD)
     path = "/v2/LeadManagement.svc/RetrieveTaskByLeadId"
+    # Each answer is a debug "request" event (by path, never the query, with the lead).
+    requests = [f for e, f in events if e == "request"]
+    assert [(r["status"], r["path"], r["lead_id"]) for r in requests] == [
+        (200, path, LEAD), (200, path, LEAD)]  # the throttle answer, then the good one
+    assert all(r["ms"] >= 0 and "?" not in r["path"] for r in requests)
+    events = [(e, f) for e, f in events if e != "request"]
     assert [e for e, _ in events] == ["throttled", "retry", "retry"]
     assert events[0][1] == {"path": path, "status": 200, "stated_calls": 10,
                             "stated_period_s": 5.0, "new_limit": True}

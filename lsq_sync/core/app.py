@@ -61,8 +61,10 @@ def make_client(cfg: Config, ctx: Context, log: Logger, engine: Engine | None = 
     limiter = RateLimiter(cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s,
                           shared=shared, stop=ctx.stop)
 
+    levels = {"throttled": log.warning, "request": log.debug}
+
     def on_event(event: str, **fields: Any) -> None:
-        (log.warning if event == "throttled" else log.info)(event, **fields)
+        levels.get(event, log.info)(event, **fields)
 
     return LsqClient(cfg.lsq, limiter, transport=ctx.transport, on_event=on_event,
                      stats=stats)

@@ -6,6 +6,7 @@ import json
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
@@ -262,7 +263,14 @@ class LsqClient:
                 self.stats.give_back()  # counted only once it goes: it never will
                 raise
             try:
+                started = time.perf_counter()
                 response = self._send(http, method, url, json_body, slot)
+                # --log-level debug: each request, by its path (never the query: with
+                # auth = "query" it holds the keys) and how long it took.
+                self._on_event("request", method=method, path=path,
+                               status=response.status_code,
+                               ms=round((time.perf_counter() - started) * 1000, 1),
+                               **_about(url, json_body))
                 return classify(response.status_code, response.content, self._forms)
             except ThrottledError as exc:
                 self._throttled(exc, path, throttles)

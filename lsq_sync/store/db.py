@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -73,6 +75,25 @@ def _utc_session(statement: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+def _time_statements(engine: Engine) -> None:
+    """--log-level debug: every statement's first line and how long it took (its
+    parameters are never logged: they hold data)."""
+    log = logging.getLogger("lsq_sync.sql")
+
+    def before(conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any,
+               _many: bool) -> None:
+        context._lsq_started = time.perf_counter()
+
+    def after(conn: Any, _cursor: Any, statement: str, _params: Any, context: Any,
+              _many: bool) -> None:
+        took = (time.perf_counter() - getattr(context, "_lsq_started", time.perf_counter()))
+        first = " ".join(statement.split())[:160]
+        log.debug("sql %.1f ms %s", took * 1000, first)
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+
+
 def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
     """An engine for `url`; a missing driver is a config error naming the extra."""
     parsed = normalize_url(url)
@@ -98,6 +119,8 @@ def make_engine(url: str | URL, *, key: str = "[database].url") -> Engine:
         raise ConfigError(f"{key}: no driver for {parsed.drivername} ({exc}); {hint}") from None
     except (SQLAlchemyError, ValueError) as exc:
         raise ConfigError(f"{key}: {exc}") from None
+    if logging.getLogger("lsq_sync").isEnabledFor(logging.DEBUG):
+        _time_statements(engine)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     elif backend in _UTC_SESSION:
