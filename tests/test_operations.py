@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -666,3 +667,24 @@ def test_the_metrics_file_is_replaced_whole_or_not_at_all(
     with pytest.raises((OSError, Exception)):
         health.write_textfile(str(target), health.report(engine))
     assert target.read_text() == before
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool is not installed (Debian's prometheus package; .ci/run "
+                           "installs it)")
+def test_promtool_accepts_the_metrics_file(sqlite_url: str, tmp_path: Path,
+                                           make_sim: Callable[..., Simulator],
+                                           make_config: Callable[..., Config]) -> None:
+    from lsq_sync.store import health, schema
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    sim = make_sim(leads=5)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    app.pull(make_config(sim, sqlite_url), PullOptions())
+    app.push(make_config(sim, sqlite_url))
+    target = tmp_path / "lsq_sync.prom"
+    health.write_textfile(str(target), health.report(engine))
+    checked = subprocess.run(["promtool", "check", "metrics"], input=target.read_text(),
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "lsq_sync_last_run_counts{" in target.read_text()
