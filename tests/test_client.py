@@ -375,3 +375,26 @@ def test_log_events_of_a_call_name_its_lead_or_task() -> None:
     assert _about(httpx.URL("http://h/v2/Task.svc/Update"), {"UserTaskId": "T-1"}) == {
         "task_id": "T-1"}
     assert _about(httpx.URL("http://h/v2/Authentication.svc/UserByAccessKey.Get"), None) == {}
+
+
+def test_requests_say_who_sends_them_and_redirects_are_not_followed() -> None:
+    from lsq_sync.version import __version__
+    moved = httpx.Response(302, headers={"Location": "https://elsewhere.example/v2/x"})
+    client, seen, _ = make(answers(moved, ok()))
+    with pytest.raises(RejectedError, match="HTTP 302"):
+        client.retrieve_tasks(LEAD)  # a redirect may carry the keys to another host
+    assert len(seen) == 1 and seen[0].url.host == "api-in21.leadsquared.com"
+    assert seen[0].headers["User-Agent"] == f"lsq-sync/{__version__}"
+    assert seen[0].headers["Accept"] == "application/json"
+
+
+def test_a_server_that_does_not_answer_times_out_at_timeout_s(
+        make_sim: Callable[..., Any]) -> None:
+    from lsq_sync.testing import Faults
+    sim = make_sim(faults=Faults(slow=1.0, slow_s=3.0))
+    cfg = from_mapping({"lsq": {"base_url": sim.url, "access_key": sim.cfg.access_key,
+                                "secret_key": sim.cfg.secret_key, "timeout_s": 0.2,
+                                "max_attempts": 1}}, env={})
+    with LsqClient(cfg.lsq, RateLimiter(100, 1.0)) as client, \
+            pytest.raises(TransientError, match=r"no answer within 0.2s \(ReadTimeout\)"):
+        client.retrieve_tasks(next(iter(sim.state.lead_ids())))
