@@ -407,3 +407,37 @@ def test_a_placeholder_due_date_is_sent_as_the_crm_holds_it() -> None:
     edited = plan(edits_of({"due_date": "2027-01-01 10:00:00"},
                            base={**BASE, "due_date": None}), remote, "1000")
     assert edited.payload is not None and edited.payload["DueDate"] == "2027-01-01 10:00:00"
+
+
+def test_values_compare_by_their_kind() -> None:
+    from lsq_sync.core.merge import _same
+    assert _same("lead_id", OTHER.upper(), f" {OTHER} ")      # a GUID in any case
+    assert _same("owner_id", OTHER.upper(), OTHER)
+    assert _same("name", "", None) and _same("description", None, "")  # empty text alike
+    assert not _same("name", "a", "A")
+    assert _same("reminder_minutes", 5, 5) and not _same("reminder_minutes", 0, None)
+
+
+def test_check_takes_the_fields_in_order_and_the_owner_as_one_choice() -> None:
+    with pytest.raises(InvalidEdit, match="name is blank"):  # name comes first
+        check({"name": " ", "owner_id": OTHER, "owner_email": "a@b.co"})
+    with pytest.raises(InvalidEdit, match="owner_id and owner_email are both set"):
+        check({"owner_id": "not-a-guid", "owner_email": "a@b.co"})
+
+
+def test_each_field_of_an_edit_is_merged_after_one_that_needs_nothing() -> None:
+    remote = {**TASK}
+    decided = plan(edits_of({"name": TASK["name"], "description": "new",
+                             "notify_by": "1100", "owner_id": OTHER}), remote, "1000")
+    assert decided.values == {"description": "new", "owner_id": OTHER}
+    assert decided.payload is not None and decided.payload["NotifyBy"] == "1100"
+
+
+def test_a_sent_edit_at_the_landing_edge_is_ours() -> None:
+    from lsq_sync.core.merge import LANDING
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    rows = [{"id": 2, "name": "Mine", "base": {**BASE, "taken_at": at.isoformat()}}]
+    landed = [{"name": "Bad", "reminder_minutes": "soon", "sent_at": at},  # fails its check
+              sent("A", at - LANDING)]                                     # just in time
+    decided = plan(prepare("t-1", rows, TASK, landed), {**TASK, "name": "A"}, "1000")
+    assert decided.outcome == "send" and decided.values == {"name": "Mine"}
