@@ -237,7 +237,7 @@ def upgrade_killed_at(url: str, at: int, how: str = "SIGKILL") -> subprocess.Com
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 3])
 def test_an_upgrade_killed_anywhere_runs_again_to_the_same_schema(
         seed: int, empty_db_url: str) -> None:
     """MariaDB's DDL commits at once and SQLite's driver commits DDL outside transactions:

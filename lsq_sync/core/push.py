@@ -235,6 +235,7 @@ class Pusher:
             job.read_error = exc
             return job
         for i, item in enumerate(job.tasks):
+            sending = False  # an ApiError before the Update is the read's
             try:
                 decided = self._plan(job, item, remote)
                 if decided is None or decided.outcome != "send":
@@ -249,21 +250,9 @@ class Pusher:
                         continue
                     slot = spare.pop() if spare else None
                 assert decided.payload is not None
-            except Stopped:
-                job.untried = job.tasks[i:]
-                break
-            except FatalError as exc:
-                job.fatal = exc
-                job.untried = job.tasks[i:]
-                break
-            except ApiError as exc:  # the read again failed: this task and the rest wait
-                job.read_error = exc
-                job.unread = job.tasks[i:]
-                break
-            row = remote.get(item.task_id)
-            try:
+                sending = True
                 self.client.update_task(decided.payload, slot=slot)
-                job.done.append(Sent(item, decided, row, read=job.reads))
+                job.done.append(Sent(item, decided, remote.get(item.task_id), read=job.reads))
             except Stopped:
                 job.untried = job.tasks[i:]
                 break
@@ -272,7 +261,13 @@ class Pusher:
                 job.untried = job.tasks[i:]
                 break
             except ApiError as exc:
-                job.done.append(Sent(item, decided, row, exc, read=job.reads))
+                if not sending:  # the read again failed: this task and the rest wait
+                    job.read_error = exc
+                    job.unread = job.tasks[i:]
+                    break
+                assert decided is not None  # sending: it was planned
+                job.done.append(Sent(item, decided, remote.get(item.task_id), exc,
+                                     read=job.reads))
         self._learn_owners(job, spare)
         return job
 
