@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from lsq_sync import config
 from lsq_sync.store import db, schema
@@ -31,7 +31,7 @@ ENABLE_HINT = {
 }
 
 
-def _throwaway(dialect: str) -> Iterator[str]:
+def _throwaway(dialect: str, template: str | None = None) -> Iterator[str]:
     server = SERVER_URLS[dialect]
     if not server:
         pytest.skip(f"{dialect} tests are off: {ENABLE_HINT[dialect]}")
@@ -42,6 +42,8 @@ def _throwaway(dialect: str) -> Iterator[str]:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         extra = " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if dialect == "mysql" else ""
+        if template is not None:
+            extra = f" TEMPLATE {template}"
         conn.execute(text(f"CREATE DATABASE {name}{extra}"))
     try:
         yield db.normalize_url(server).set(database=name).render_as_string(hide_password=False)
@@ -68,13 +70,41 @@ def sqlite_url(tmp_path: Any) -> str:
     return f"sqlite:///{tmp_path / 'tasks.db'}"
 
 
-@pytest.fixture
-def db_url(empty_db_url: str) -> str:
-    """A database of each dialect, migrated to head through alembic."""
-    engine = db.make_engine(empty_db_url)
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """A PostgreSQL database migrated to head once per test process, which every migrated
+    PostgreSQL database of a test copies (CREATE DATABASE ... TEMPLATE): a copy takes a
+    fraction of a migration. None while PostgreSQL tests are off."""
+    if not SERVER_URLS["postgresql"]:
+        yield None
+        return
+    made = _throwaway("postgresql")
+    url = next(made)
+    engine = db.make_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()  # a template must have no connections when it is copied
+    yield make_url(url).database
+    made.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A database of each dialect, migrated to head through alembic (PostgreSQL's copied
+    from a migrated template)."""
+    if request.param == "postgresql":
+        yield from _throwaway("postgresql", request.getfixturevalue("pg_template"))
+        return
+    url = f"sqlite:///{tmp_path / 'tasks.db'}" if request.param == "sqlite" else None
+    made = None
+    if url is None:
+        made = _throwaway(request.param)
+        url = next(made)
+    engine = db.make_engine(url)
     schema.upgrade(engine)
     engine.dispose()
-    return empty_db_url
+    yield url
+    if made is not None:
+        made.close()
 
 
 @pytest.fixture
