@@ -29,14 +29,15 @@ def load_config(path: str | PathLike[str] | None = None, *,
 
 
 def pull(config: Config, *, lead_ids: Sequence[str] | None = None, limit: int | None = None,
-         restart: bool = False, full: bool = False, stop: threading.Event | None = None,
-         handle_signals: bool = False) -> RunResult:
+         calls: int | None = None, restart: bool = False, full: bool = False,
+         stop: threading.Event | None = None, handle_signals: bool = False) -> RunResult:
     """One pull run over [leads].query (or just `lead_ids`, or its first `limit` leads);
-    `full`: a new pass with :last_success bound to NULL (a full refresh).
+    `full`: a new pass with :last_success bound to NULL (a full refresh); `calls`: at most
+    that many API calls in this run (a pass stopped there is continued by the next pull).
 
     `stop`: set it (from another thread) to end the run gracefully. `handle_signals`:
     SIGINT/SIGTERM set the stop for the run's duration (main thread only)."""
-    options = _pull_options(lead_ids, limit, restart, full)
+    options = _pull_options(lead_ids, limit, restart, full, calls)
     with _context(stop, handle_signals) as ctx:
         return app.pull(config, options, ctx)
 
@@ -49,16 +50,16 @@ def push(config: Config, *, stop: threading.Event | None = None,
 
 
 def sync(config: Config, *, lead_ids: Sequence[str] | None = None, limit: int | None = None,
-         restart: bool = False, full: bool = False, stop: threading.Event | None = None,
-         handle_signals: bool = False) -> RunResult:
+         calls: int | None = None, restart: bool = False, full: bool = False,
+         stop: threading.Event | None = None, handle_signals: bool = False) -> RunResult:
     """One run that pushes, then pulls (the README says why in that order)."""
-    options = _pull_options(lead_ids, limit, restart, full)
+    options = _pull_options(lead_ids, limit, restart, full, calls)
     with _context(stop, handle_signals) as ctx:
         return app.sync(config, options, ctx)
 
 
 def _pull_options(lead_ids: Sequence[str] | None, limit: int | None, restart: bool,
-                  full: bool) -> PullOptions:
+                  full: bool, calls: int | None = None) -> PullOptions:
     checked = None
     if lead_ids is not None:
         if isinstance(lead_ids, str):
@@ -69,12 +70,13 @@ def _pull_options(lead_ids: Sequence[str] | None, limit: int | None, restart: bo
             if lead_id is None:
                 raise ConfigError(f"lead id {str(value)[:60]!r} is not a GUID ({why})")
             checked.append(lead_id)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise ConfigError(f"limit must be a whole number from 1, not {limit!r}")
     if full and (lead_ids is not None or limit is not None):
         raise ConfigError("full is a pass over the whole query: not with lead_ids or limit")
-    return PullOptions(lead_ids=checked, limit=limit, restart=restart, full=full)
+    for name, count in (("limit", limit), ("calls", calls)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 1):
+            raise ConfigError(f"{name} must be a whole number from 1, not {count!r}")
+    return PullOptions(lead_ids=checked, limit=limit, restart=restart, full=full, calls=calls)
 
 
 @contextmanager

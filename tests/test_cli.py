@@ -599,3 +599,11 @@ def test_debug_shows_requests_and_sql_timings_without_keys(ready: Callable[..., 
                                       and "lead_id" in e for e in requests)
     assert any(e["event"].startswith("sql ") and " ms " in e["event"] for e in events)
     assert DEMO_ACCESS_KEY not in result.output and DEMO_SECRET_KEY not in result.output
+
+
+def test_pull_calls_is_a_planned_stop(ready: Callable[..., Path]) -> None:
+    result = invoke("--config", str(ready()), "pull", "--calls", "3")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    (summary,) = [e for e in events if e["event"] == "run_finished"]
+    assert summary["api_calls"] == 3 and "call cap" in summary["error"]

@@ -748,3 +748,13 @@ def test_a_stopped_run_counts_only_the_calls_it_made(
     (result,) = results
     assert result.by_signal
     assert result.counts.api_calls == sim.meter.snapshot()["received"] < 40
+
+
+def test_calls_caps_one_run_and_the_next_pull_goes_on(crm: Any, engine: Engine) -> None:
+    first = pull(crm.config(), calls=5)
+    assert first.counts.api_calls == 5 and first.status == "partial" and not first.failed
+    assert "call cap" in (first.stopped or "")
+    smaller = pull(crm.config(max_calls_per_run=2), calls=5)  # the config's lower cap binds
+    assert smaller.counts.api_calls == 2
+    rest = pull(crm.config())
+    assert rest.status == "succeeded" and rest.counts.leads_ok == 12 - 5 - 2

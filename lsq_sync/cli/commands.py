@@ -332,7 +332,7 @@ def _lead_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, .
 
 
 def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--lead-id, --limit, --restart and --full, shared by pull and sync."""
+    """--lead-id, --limit, --calls, --restart and --full, shared by pull and sync."""
     for option in reversed([
         click.option("--lead-id", "lead_ids", multiple=True, metavar="ID", callback=_lead_ids,
                      help="Pull only this lead (repeatable) instead of the leads from "
@@ -342,6 +342,10 @@ def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "moves :last_success, and resumes no interrupted pull."),
         click.option("--restart", is_flag=True,
                      help="Start from the top: ignore what an interrupted pull left to do."),
+        click.option("--calls", type=COUNT, metavar="N",
+                     help="Make at most N API calls in this run (under [lsq]."
+                          "max_calls_per_run); a pass stopped there is continued by the "
+                          "next pull."),
         click.option("--full", is_flag=True,
                      help="A full refresh: a new pass over the whole leads query, with "
                           ":last_success bound to NULL (as before the first pass)."),
@@ -354,7 +358,7 @@ def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @pull_options
 @pass_settings
 def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
-         restart: bool, full: bool) -> None:
+         calls: int | None, restart: bool, full: bool) -> None:
     """Fetch the tasks of every lead and upsert them into lsq_tasks.
 
     The lead ids come from [leads].query (first column) on [leads].url, or from
@@ -382,7 +386,7 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
         raise click.UsageError("--full is a pass over the whole query: not with --lead-id "
                                "or --limit")
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
-                          full=full)
+                          full=full, calls=calls)
     run_exit(app.pull(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 
@@ -432,7 +436,7 @@ def push(settings: Settings, dry_run: bool, offline: bool) -> None:
 @pull_options
 @pass_settings
 def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
-         restart: bool, full: bool) -> None:
+         calls: int | None, restart: bool, full: bool) -> None:
     """Push pending edits, then pull every lead's tasks, in one run.
 
     Push goes first so that local edits reach LeadSquared before the pull
@@ -447,7 +451,7 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
         raise click.UsageError("--full is a pass over the whole query: not with --lead-id "
                                "or --limit")
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
-                          full=full)
+                          full=full, calls=calls)
     run_exit(app.sync(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 

@@ -135,8 +135,10 @@ def _pusher(cfg: Config, engine: Engine, client: LsqClient | None, log: Logger) 
 
 def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
           engine: Engine, source: Engine, log: Logger) -> RunResult:
+    # --calls N: this run's own cap, under [lsq].max_calls_per_run when that is lower.
+    caps = [c for c in (cfg.lsq.max_calls_per_run, options.calls if options else None) if c]
     opened = Run.open(engine, command, log, stop=ctx.stop, workers=cfg.lsq.workers,
-                      max_calls_per_run=cfg.lsq.max_calls_per_run,
+                      max_calls_per_run=min(caps, default=0),
                       max_calls_per_day=cfg.lsq.max_calls_per_day)
     with opened as run, make_client(cfg, ctx, log, engine, run.stats) as client:
         if Command(command).pushes:

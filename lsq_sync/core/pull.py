@@ -32,6 +32,7 @@ class PullOptions:
     limit: int | None = None
     restart: bool = False               # ignore what an unfinished pull left to do
     full: bool = False                  # a new pass with :last_success bound to NULL
+    calls: int | None = None            # at most this many API calls in this run
     batch_size: int = 200               # leads per transaction
     flush_s: float = 2.0                # ... or this often, whichever comes first
     grace_s: float = GRACE_S            # on a stop, how long requests in flight may take
