@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from lsq_sync.errors import ConfigError, StoreError
+from lsq_sync.redact import PASSWORD_PARAMS
 from lsq_sync.store.types import json_dumps
 
 # Plain dialect names get the drivers the extras install, not SQLAlchemy's defaults.
@@ -31,8 +32,6 @@ def normalize_url(url: str | URL) -> URL:
         parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
     return parsed
 
-
-from lsq_sync.redact import PASSWORD_PARAMS  # noqa: E402
 
 
 def safe_url(url: str | URL) -> str:
