@@ -70,8 +70,6 @@ def _pull_options(lead_ids: Sequence[str] | None, limit: int | None, restart: bo
             if lead_id is None:
                 raise ConfigError(f"lead id {str(value)[:60]!r} is not a GUID ({why})")
             checked.append(lead_id)
-    if full and (lead_ids is not None or limit is not None):
-        raise ConfigError("full is a pass over the whole query: not with lead_ids or limit")
     for name, count in (("limit", limit), ("calls", calls)):
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                                   or count < 1):

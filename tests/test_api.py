@@ -72,6 +72,8 @@ def test_bad_arguments_are_config_errors(configured: tuple[Path, Simulator]) -> 
         lsq_sync.pull(config, lead_ids="5a1b2c3d-0000-4000-8000-00000000abcd")
     with pytest.raises(lsq_sync.ConfigError, match="limit must be"):
         lsq_sync.pull(config, limit=0)
+    with pytest.raises(lsq_sync.ConfigError, match="pass over the whole leads query"):
+        lsq_sync.sync(config, full=True, limit=2)
     with pytest.raises(lsq_sync.ConfigError, match="does not exist"):
         lsq_sync.load_config(path.parent / "missing.toml", env={})
 

@@ -607,3 +607,9 @@ def test_pull_calls_is_a_planned_stop(ready: Callable[..., Path]) -> None:
     events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
     (summary,) = [e for e in events if e["event"] == "run_finished"]
     assert summary["api_calls"] == 3 and "call cap" in summary["error"]
+
+
+def test_full_goes_with_neither_lead_ids_nor_a_limit(ready: Callable[..., Path]) -> None:
+    result = invoke("--config", str(ready()), "pull", "--full", "--limit", "3")
+    assert result.exit_code == 2
+    assert "is a pass over the whole leads query" in one_line_error(result)

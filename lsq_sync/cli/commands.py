@@ -382,9 +382,6 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     from lsq_sync.core.pull import PullOptions
     cfg = settings.configured()
     tty = settings.tty
-    if full and (lead_ids or limit):
-        raise click.UsageError("--full is a pass over the whole query: not with --lead-id "
-                               "or --limit")
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
                           full=full, calls=calls)
     run_exit(app.pull(cfg, options, graceful(app.Context(tty=tty))), tty)
@@ -447,9 +444,6 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     from lsq_sync.core.pull import PullOptions
     cfg = settings.configured()
     tty = settings.tty
-    if full and (lead_ids or limit):
-        raise click.UsageError("--full is a pass over the whole query: not with --lead-id "
-                               "or --limit")
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
                           full=full, calls=calls)
     run_exit(app.sync(cfg, options, graceful(app.Context(tty=tty))), tty)

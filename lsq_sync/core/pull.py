@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lsq_sync.core.progress import Progress
 from lsq_sync.core.run import GRACE_S, Run, Tx
-from lsq_sync.errors import ApiError, FatalError, StoreError
+from lsq_sync.errors import ApiError, ConfigError, FatalError, StoreError
 from lsq_sync.leadsquared.client import LsqClient
 from lsq_sync.store import leads, runs, worklist
 from lsq_sync.store.db import chunks, describe
@@ -36,6 +36,11 @@ class PullOptions:
     batch_size: int = 200               # leads per transaction
     flush_s: float = 2.0                # ... or this often, whichever comes first
     grace_s: float = GRACE_S            # on a stop, how long requests in flight may take
+
+    def __post_init__(self) -> None:
+        if self.full and (self.lead_ids or self.limit):
+            raise ConfigError("full (--full) is a pass over the whole leads query: not with "
+                              "lead ids (--lead-id) or a limit (--limit)")
 
 
 class Puller:
