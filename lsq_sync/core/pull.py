@@ -135,7 +135,8 @@ class Puller:
             for task_id in found.cleaned:
                 self.log.warning("nul_replaced", lead_id=lead_id, task_id=task_id,
                                  action="NUL characters stored as U+FFFD")
-            return LeadOutcome(seq, lead_id, rows=found.rows, skipped=found.bad)
+            return LeadOutcome(seq, lead_id, rows=found.rows, skipped=found.bad,
+                               sent_at=found.sent_at)
         except FatalError:
             raise
         except ApiError as exc:

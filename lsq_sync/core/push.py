@@ -74,6 +74,7 @@ class LeadPush:
     fatal: FatalError | None = None
     reads: int = 0          # reads of the lead so far; `rows` are the last one's
     read_at: float = 0.0    # when the last read answered (time.monotonic)
+    sent_at: datetime | None = None  # when the last read was sent (UTC: orders fetches)
 
 
 class Pusher:
@@ -211,7 +212,7 @@ class Pusher:
         job.reads += 1
         job.read_at = time.monotonic()
         # A task the read cannot parse holds back its own edits, not its neighbours'.
-        job.rows, job.bad = found.rows, found.bad
+        job.rows, job.bad, job.sent_at = found.rows, found.bad, found.sent_at
         return {row["task_id"]: row for row in found.rows}
 
     def _slot_for_update(self, job: LeadPush, spare: list[float]) -> float | None:
@@ -341,7 +342,8 @@ class Pusher:
         run_id = self.run.id
         if job.rows is not None:
             # The read is a pull of that lead: written the way a pull writes it.
-            outcome = LeadOutcome(0, job.lead_id, rows=job.rows, skipped=job.bad)
+            outcome = LeadOutcome(0, job.lead_id, rows=job.rows, skipped=job.bad,
+                                  sent_at=job.sent_at)
             def write(tx: Tx) -> None:
                 written = write_batch(tx.conn, [outcome], run_id=run_id, now=utcnow(),
                                       history=self.history)

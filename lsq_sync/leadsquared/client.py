@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -192,11 +193,17 @@ class LsqClient:
         return parse_task_list(self._retrieve(lead_id), lead_id)
 
     def retrieve_task_list(self, lead_id: str, *, slot: float | None = None) -> TaskList:
-        """A lead's tasks, with the malformed ones set apart (see tasks.parse_tasks)."""
-        return parse_tasks(self._retrieve(lead_id, slot), lead_id)
+        """A lead's tasks, with the malformed ones set apart (see tasks.parse_tasks), and
+        when the request that answered was sent (what orders two reads of one lead)."""
+        sent: list[datetime] = []
+        found = parse_tasks(self._retrieve(lead_id, slot, sent), lead_id)
+        found.sent_at = sent[-1] if sent else None
+        return found
 
-    def _retrieve(self, lead_id: str, slot: float | None = None) -> Any:
-        return self.request("GET", RETRIEVE_TASKS, params={"leadId": lead_id}, slot=slot)
+    def _retrieve(self, lead_id: str, slot: float | None = None,
+                  sent: list[datetime] | None = None) -> Any:
+        return self.request("GET", RETRIEVE_TASKS, params={"leadId": lead_id}, slot=slot,
+                            sent=sent)
 
     def update_task(self, payload: dict[str, Any], *, slot: float | None = None) -> Any:
         return self.request("POST", UPDATE_TASK, json_body=payload, slot=slot)
@@ -221,10 +228,12 @@ class LsqClient:
     # -- the request loop ----------------------------------------------------------------
 
     def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                json_body: Any = None, slot: float | None = None) -> Any:
+                json_body: Any = None, slot: float | None = None,
+                sent: list[datetime] | None = None) -> Any:
         """One logical call: waits for a slot (its first attempt takes `slot` if given, one
         reserved already), waits out throttles, and retries what can heal (5xx, timeouts,
-        dropped connections) with backoff; the backoff sleeps end at the run's stop."""
+        dropped connections) with backoff; the backoff sleeps end at the run's stop. Each
+        attempt's send time (UTC) is appended to `sent`."""
         query = {**(params or {}), **self._params}
         # One absolute URL, built once: httpx would otherwise parse it three times.
         url = httpx.URL(f"{self.cfg.base_url}{path}?{urlencode(query)}" if query
@@ -234,7 +243,7 @@ class LsqClient:
         held = [] if slot is None else [slot]
         try:
             return self._retrying(self._attempt, http, method, url, path, json_body,
-                                  throttles, held)
+                                  throttles, held, [] if sent is None else sent)
         finally:
             for unused in held:  # the call never went (the cap, a stop)
                 self.limiter.release(unused)
@@ -252,7 +261,8 @@ class LsqClient:
                              status_code=error.status_code) from None
 
     def _attempt(self, http: httpx.Client, method: str, url: httpx.URL, path: str,
-                 json_body: Any, throttles: list[int], held: list[float]) -> Any:
+                 json_body: Any, throttles: list[int], held: list[float],
+                 sent: list[datetime]) -> Any:
         """One attempt: a call counted against the run's cap, a slot, the request and its
         answer; throttles are waited out here."""
         while True:
@@ -264,6 +274,7 @@ class LsqClient:
                 raise
             try:
                 started = time.perf_counter()
+                sent.append(datetime.now(UTC))
                 response = self._send(http, method, url, json_body, slot)
                 # --log-level debug: each request, by its path (never the query: with
                 # auth = "query" it holds the keys) and how long it took.

@@ -128,6 +128,7 @@ class TaskList:
     rows: list[dict[str, Any]] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)       # task id -> why
     cleaned: list[str] = field(default_factory=list)        # task ids that had NULs
+    sent_at: datetime | None = None  # when the request that answered was sent (UTC)
 
 
 def parse_task_list(body: Any, lead_id: str) -> list[dict[str, Any]]:

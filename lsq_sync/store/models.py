@@ -206,3 +206,46 @@ rate_slots = Table(
     Column("sent_at", Double, nullable=False),
     Index(None, "bucket", "sent_at"),
 )
+
+# Webhooks received by `listen` (and anything else that INSERTs here): each names a lead
+# whose tasks likely changed. Pending while consumed_at is NULL; consumed by the first
+# fetch of its lead that was sent after received_at, in the transaction that writes it.
+# lead_id is NULL for a task the hint named alone that no row of lsq_tasks knows yet.
+lead_hints = Table(
+    "lsq_lead_hints", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lead_id", String(ID_LEN)),
+    Column("task_id", String(ID_LEN)),
+    Column("event", String(32)),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("consumed_at", UTCDateTime()),
+    Column("run_id", Integer),
+    Index(None, "consumed_at", "received_at"),
+    Index(None, "lead_id", "consumed_at"),
+)
+
+# One row per lead ever fetched: when the fetch whose result lsq_tasks holds was sent (a
+# fetch sent earlier never overwrites it), and its record of changes (the freshness
+# estimator's input): fetches, those that found a change, the seconds between fetches
+# that found none (quiet_s) and the recent gaps that ended in a change (change_gaps, JSON).
+lead_state = Table(
+    "lsq_lead_state", metadata,
+    Column("lead_id", String(ID_LEN), primary_key=True),
+    Column("fetched_at", UTCDateTime()),
+    Column("fetches", Integer, nullable=False, server_default=text("0")),
+    Column("changes", Integer, nullable=False, server_default=text("0")),
+    Column("changed_at", UTCDateTime()),
+    Column("quiet_s", Double, nullable=False, server_default=text("0")),
+    Column("change_gaps", Text),
+    Column("tasks", Integer, nullable=False, server_default=text("0")),
+    Index(None, "fetched_at"),
+)
+
+# Webhooks by how `listen` answered them (accepted, unauthorized, too_large, no_lead,
+# unavailable, ...), added to by each listener every few seconds.
+webhook_outcomes = Table(
+    "lsq_webhook_outcomes", metadata,
+    Column("outcome", String(32), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("last_at", UTCDateTime(), nullable=False),
+)

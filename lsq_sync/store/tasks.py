@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from lsq_sync.states import LeadState
-from lsq_sync.store import worklist
+from lsq_sync.store import hints, leadstate, worklist
 from lsq_sync.store.db import chunks
 from lsq_sync.store.models import failed_leads, task_history, tasks
 from lsq_sync.store.types import UTCDateTime, json_dumps
@@ -38,6 +38,7 @@ class LeadOutcome:
     rows: list[dict[str, Any]] | None = None
     error: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # bad tasks: id -> why
+    sent_at: datetime | None = None  # when the fetch was sent (None: at the write)
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,7 @@ class BatchResult:
     upserted: int = 0
     deleted: int = 0
     skipped: int = 0
+    overtaken: int = 0  # leads whose fetch was older than the one stored: not written
 
 
 def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: int,
@@ -61,10 +63,22 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
     bad keeps its last good row, and is never marked deleted. Leads that failed change
     nothing but their mark in lsq_run_leads and their count in lsq_failed_leads. With
     `history`, every new version (changed, moved, deleted, back) goes to lsq_task_history.
+
+    Two fetches of one lead (a pass, a hint, a push's read) may overlap: the one sent
+    later wins, whatever order they finish in (lsq_lead_state holds the send time of the
+    fetch written last; an older one is counted as overtaken and changes nothing). Each
+    fetch consumes the lead's hints received before it was sent.
     """
     outcomes = list(outcomes)
-    good = [o for o in outcomes if o.ok]
+    fetched = [o for o in outcomes if o.ok]
     result = BatchResult()
+    sent: dict[str, datetime] = {}
+    for o in fetched:
+        at = o.sent_at or now
+        sent[o.lead_id] = max(at, sent.get(o.lead_id, at))
+    won = leadstate.claim(conn, sent)
+    good = [o for o in fetched if o.lead_id in won and (o.sent_at or now) == sent[o.lead_id]]
+    result.overtaken = len(fetched) - len(good)
     lead_ids = [o.lead_id for o in good]
 
     existing: dict[str, Any] = {}
@@ -110,11 +124,17 @@ def write_batch(conn: Connection, outcomes: Iterable[LeadOutcome], *, run_id: in
     for part in chunks(unchanged):
         conn.execute(update(tasks).where(tasks.c.task_id.in_(part)).values(last_synced_at=now))
 
+    touched = {t["lead_id"] for t in changed} | {existing[tid].lead_id for tid in gone}
+    leadstate.record(conn, won, sent, touched,
+                     {o.lead_id: len(o.rows or ()) + len(o.skipped) for o in good})
+    hints.consume(conn, sent, run_id, now)
+
     problems = {o.seq: (LeadState.FAILED, o.error or "") if not o.ok else (
                 LeadState.PARTIAL, "skipped bad tasks: "
                 + "; ".join(f"{tid}: {reason}" for tid, reason in o.skipped.items()))
                 for o in outcomes if not o.ok or o.skipped}
-    worklist.mark(conn, run_id, ok=[o.seq for o in good if not o.skipped], problems=problems)
+    worklist.mark(conn, run_id, ok=[o.seq for o in fetched if not o.skipped],
+                  problems=problems)
     _count_failures(conn, outcomes, run_id, now)
     return result
 
