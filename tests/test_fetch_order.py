@@ -60,15 +60,10 @@ def test_overlapping_writes_keep_the_later_fetch_whichever_commits_first(
     round, a row both find stored in the second)."""
     for first_sent, second_sent, expected in ((2, 1, "first"), (4, 3, "first"),
                                               (5, 6, "second")):
-        outcome = {}
+        outcome: dict[str, BatchResult] = {}
         holding = threading.Event()
-
-        def second() -> None:
-            holding.wait(5)
-            outcome["result"] = write(engine, fetch("second", T0 + timedelta(
-                seconds=second_sent)), T0 + timedelta(seconds=10))[1]
-
-        thread = threading.Thread(target=second)
+        thread = threading.Thread(target=_write_after, args=(
+            engine, holding, fetch("second", T0 + timedelta(seconds=second_sent)), outcome))
         thread.start()
         run_id = runs.start(engine, "pull")
         with engine.begin() as conn:
@@ -82,6 +77,12 @@ def test_overlapping_writes_keep_the_later_fetch_whichever_commits_first(
         with engine.connect() as conn:
             stored = conn.execute(select(lead_state.c.fetched_at)).scalar_one()
         assert stored == T0 + timedelta(seconds=max(first_sent, second_sent))
+
+
+def _write_after(engine: Engine, event: threading.Event, outcome: LeadOutcome,
+                 into: dict[str, BatchResult]) -> None:
+    event.wait(5)
+    into["result"] = write(engine, outcome, T0 + timedelta(seconds=10))[1]
 
 
 def hint_rows(engine: Engine) -> list[Any]:
