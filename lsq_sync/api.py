@@ -30,14 +30,16 @@ def load_config(path: str | PathLike[str] | None = None, *,
 
 def pull(config: Config, *, lead_ids: Sequence[str] | None = None, limit: int | None = None,
          calls: int | None = None, restart: bool = False, full: bool = False,
-         stop: threading.Event | None = None, handle_signals: bool = False) -> RunResult:
+         hints: bool = False, stop: threading.Event | None = None,
+         handle_signals: bool = False) -> RunResult:
     """One pull run over [leads].query (or just `lead_ids`, or its first `limit` leads);
     `full`: a new pass with :last_success bound to NULL (a full refresh); `calls`: at most
-    that many API calls in this run (a pass stopped there is continued by the next pull).
+    that many API calls in this run (a pass stopped there is continued by the next pull);
+    `hints`: the leads with pending webhook hints instead, oldest hint first.
 
     `stop`: set it (from another thread) to end the run gracefully. `handle_signals`:
     SIGINT/SIGTERM set the stop for the run's duration (main thread only)."""
-    options = _pull_options(lead_ids, limit, restart, full, calls)
+    options = _pull_options(lead_ids, limit, restart, full, calls, hints)
     with _context(stop, handle_signals) as ctx:
         return app.pull(config, options, ctx)
 
@@ -59,7 +61,7 @@ def sync(config: Config, *, lead_ids: Sequence[str] | None = None, limit: int | 
 
 
 def _pull_options(lead_ids: Sequence[str] | None, limit: int | None, restart: bool,
-                  full: bool, calls: int | None = None) -> PullOptions:
+                  full: bool, calls: int | None = None, hints: bool = False) -> PullOptions:
     checked = None
     if lead_ids is not None:
         if isinstance(lead_ids, str):
@@ -74,7 +76,8 @@ def _pull_options(lead_ids: Sequence[str] | None, limit: int | None, restart: bo
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                                   or count < 1):
             raise ConfigError(f"{name} must be a whole number from 1, not {count!r}")
-    return PullOptions(lead_ids=checked, limit=limit, restart=restart, full=full, calls=calls)
+    return PullOptions(lead_ids=checked, limit=limit, restart=restart, full=full, calls=calls,
+                       hints=hints)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -23,6 +24,7 @@ ENV_CONFIG = "LSQ_SYNC_CONFIG"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
 ENV_SECRET_KEY = "LSQ_SECRET_KEY"  # noqa: S105 - a variable name
 ENV_DATABASE_URL = "LSQ_SYNC_DATABASE_URL"
+ENV_WEBHOOK_SECRET = "LSQ_WEBHOOK_SECRET"  # noqa: S105 - a variable name
 MAX_AUTO_WORKERS = 32
 DEFAULT_PATH = Path("lsq_sync.toml")
 
@@ -257,6 +259,36 @@ class LogConfig:
     level: LogLevel = setting("info", _choice(*get_args(LogLevel)))
 
 
+def _header(key: str, value: Any) -> str:
+    text = _string(key, value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}", text):
+        raise ConfigError(f"{key} must be an HTTP header name such as x-lsq-sync-secret")
+    return text.lower()
+
+
+def _url_path(key: str, value: Any) -> str:
+    text = _string(key, value).strip()
+    if not re.fullmatch(r"/[A-Za-z0-9/_.~-]{0,200}", text) or text == "/healthz":
+        raise ConfigError(f"{key} must be a URL path such as /lsq/webhook (not /healthz)")
+    return text
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    host: str = setting("127.0.0.1", _string)
+    port: int = setting(8780, _int(0, 65535))
+    path: str = setting("/lsq/webhook", _url_path)
+    header: str = setting("x-lsq-sync-secret", _header)  # the webhook's custom header
+    secret: Secret = setting(factory=lambda: Secret(""), check=_secret)  # env wins
+    pull: bool = setting(True, _bool)  # pull hinted leads as they arrive
+    max_body_kb: int = setting(256, _int(1, 100_000))
+
+    def require_secret(self) -> None:
+        if not self.secret:
+            raise ConfigError(f"[listen].secret is required: `listen` accepts webhooks only "
+                              f"with it; set it in the config file or in ${ENV_WEBHOOK_SECRET}")
+
+
 @dataclass(frozen=True)
 class Config:
     lsq: LsqConfig = field(default_factory=LsqConfig)
@@ -266,6 +298,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
     source: str = "defaults"
     # "section.key" -> where its value came from: "file" or "environment ($VAR)";
     # a key that is not here has its default.
@@ -277,7 +310,8 @@ class Config:
 
     def secrets(self) -> list[str]:
         """The raw credential strings (API keys, database passwords), for redaction."""
-        keys = [s.reveal() for s in (self.lsq.access_key, self.lsq.secret_key) if s]
+        keys = [s.reveal() for s in (self.lsq.access_key, self.lsq.secret_key,
+                                     self.listen.secret) if s]
         return keys + url_secrets(self.database.url) + url_secrets(self.leads.url)
 
 
@@ -327,6 +361,7 @@ def from_mapping(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
             ("lsq", "access_key"): ENV_ACCESS_KEY,
             ("lsq", "secret_key"): ENV_SECRET_KEY,
             ("database", "url"): ENV_DATABASE_URL,
+            ("listen", "secret"): ENV_WEBHOOK_SECRET,
         }
         for (section, key), var in overrides.items():
             if section == name and env.get(var, "").strip():

@@ -20,6 +20,7 @@ class Command(StrEnum):
     PULL = "pull"
     PUSH = "push"
     SYNC = "sync"
+    LISTEN = "listen"  # one run for as long as `listen` serves: its pulls of hinted leads
 
     @property
     def pulls(self) -> bool:

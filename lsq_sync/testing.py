@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -11,12 +14,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
 
 DEMO_ACCESS_KEY = "u$demo0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 DEMO_SECRET_KEY = "demo5ecret0a1b2c3d4e5f60718293a4b5c6d7e8"  # noqa: S105 - public demo key
@@ -34,6 +39,7 @@ TASK_NAMES = ["Follow Up With New Lead", "Call back", "Send brochure", "Site vis
               "Document Collection", "Demo meeting", "Payment reminder"]
 STATUSES = ["Pending", "Pending", "Pending", "Completed", "Cancelled"]
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+EVENT_CREATE, EVENT_COMPLETE, EVENT_UPDATE = 7, 16, 17  # LeadSquared's task webhook events
 
 
 @dataclass
@@ -67,6 +73,22 @@ class SimConfig:
     # so a client must be right under both: "keep" it or "clear" it.
     update_omitted: str = "keep"
     faults: Faults = field(default_factory=Faults)
+    # --churn: each lead's tasks change by themselves, at its own rate (changes per lead per
+    # hour, spread over two decades around this); 0: only what a test or Update changes.
+    churn: float = 0.0
+    webhooks: WebhookConfig | None = None
+
+
+@dataclass
+class WebhookConfig:
+    """LeadSquared-like webhooks: an event posted for every task change, lossy on purpose."""
+
+    url: str
+    header: tuple[str, str] | None = None   # the custom header (name, value)
+    loss: float = 0.0                        # share never posted
+    dup: float = 0.0                         # share posted twice
+    delay_s: tuple[float, float] = (0.0, 0.0)
+    encoding: str = "json"                   # json | form | text
 
 
 class SimState:
@@ -79,6 +101,16 @@ class SimState:
         self._where: dict[str, str] = {}          # task id -> lead id, once materialised
         self._graveyard: dict[str, tuple[str, dict[str, Any]]] = {}
         self.update_calls: dict[str, int] = {}
+        # Every change, for tests and benchmarks: lead id -> when it last changed
+        # (time.time()), and a callback (event, lead id, task id) the webhooks hang on.
+        self.changed_at: dict[str, float] = {}
+        self.on_change: Callable[[int | None, str, str], None] | None = None
+
+    def _changed(self, event: int | None, lead_id: str, task_id: str) -> None:
+        """Called under the lock after each change (event None: no webhook, a deletion)."""
+        self.changed_at[lead_id] = time.time()
+        if self.on_change is not None:
+            self.on_change(event, lead_id, task_id)
 
     # -- ids ---------------------------------------------------------------------------
 
@@ -193,12 +225,14 @@ class SimState:
             self._overrides[lead_id].remove(task)
             self._graveyard[task_id] = (lead_id, task)
             self._where.pop(task_id, None)
+            self._changed(None, lead_id, task_id)  # LeadSquared has no task-delete event
 
     def restore_task(self, task_id: str) -> None:
         with self.lock:
             lead_id, task = self._graveyard.pop(task_id)
             self._materialise(lead_id).append(task)
             self._where[task_id] = lead_id
+            self._changed(EVENT_CREATE, lead_id, task_id)
 
     def move_task(self, task_id: str, to_lead: str) -> None:
         with self.lock:
@@ -209,6 +243,8 @@ class SimState:
             self._overrides[lead_id].remove(task)
             self._materialise(to_lead).append(task)
             self._where[task_id] = to_lead
+            self.changed_at[lead_id] = time.time()
+            self._changed(EVENT_UPDATE, to_lead, task_id)
 
     def change_task(self, task_id: str, **fields: Any) -> None:
         with self.lock:
@@ -216,11 +252,14 @@ class SimState:
             if found is None:
                 raise KeyError(task_id)
             found[1].update(fields)
+            completed = fields.get("Status") == "Completed"
+            self._changed(EVENT_COMPLETE if completed else EVENT_UPDATE, found[0], task_id)
 
     def add_task(self, lead_id: str, task: dict[str, Any]) -> None:
         with self.lock:
             self._materialise(lead_id).append(dict(task))
             self._where[task["TaskID"]] = lead_id
+            self._changed(EVENT_CREATE, lead_id, task["TaskID"])
 
     def apply_update(self, body: Any) -> tuple[int, dict[str, Any]]:
         """Task.svc/Update: validate like the API, then apply. Returns (status, body)."""
@@ -273,6 +312,7 @@ class SimState:
                 task["OwnerID"] = task["OwnerName"] = None
             self.update_calls[task_id] = self.update_calls.get(task_id, 0) + 1
             auto_id = sum(self.update_calls.values())
+            self._changed(EVENT_UPDATE, self._where.get(task_id, lead_id), task_id)
         return 200, {"Status": "Success", "Message": {"AffectedRows": 1, "AutoId": auto_id}}
 
 
@@ -343,6 +383,141 @@ class Meter:
                     "busiest_window": self.busiest, "limit": self.calls,
                     "period_s": self.period, "span_s": span, "by_path": dict(self.by_path),
                     "mean_gap_s": self.gap_sum / self.gaps if self.gaps else None}
+
+
+class Churn:
+    """Changes the account's tasks by themselves: lead i changes as a Poisson process with
+    its own rate, `churn` * 10**u (u uniform in [-1, 1], fixed per lead by the seed), so
+    the rates spread over two decades around `churn` changes per lead per hour."""
+
+    def __init__(self, state: SimState, churn: float, seed: int) -> None:
+        self.state = state
+        rng = random.Random(seed * 7919 + 17)
+        self.rates = [churn * 10 ** rng.uniform(-1, 1) / 3600 for _ in range(state.cfg.leads)]
+        self._cumulative = list(itertools.accumulate(self.rates))
+        self._rng = random.Random(seed * 104_729 + 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lsq-sim-churn", daemon=True)
+        self.changes = 0
+
+    def rate_of(self, lead_id: str) -> float:
+        """The lead's true change rate, per second (what a benchmark's oracle knows)."""
+        index = self.state.lead_index(lead_id)
+        return 0.0 if index is None else self.rates[index]
+
+    def start(self) -> Churn:
+        if self._cumulative and self._cumulative[-1] > 0:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        total = self._cumulative[-1]
+        while not self._stop.wait(self._rng.expovariate(total)):
+            index = bisect.bisect_right(self._cumulative, self._rng.random() * total)
+            self.change(self.state.lead_id(min(index, len(self.rates) - 1)))
+
+    def change(self, lead_id: str) -> None:
+        """One change of the lead: a task updated (most often), completed, or created."""
+        state, rng = self.state, self._rng
+        with state.lock:
+            tasks = state.tasks_of(lead_id)
+            roll = rng.random()
+            self.changes += 1
+            if not tasks or roll < 0.1:
+                index = state.lead_index(lead_id) or 0
+                task_id = f"{index:08x}-cccc-4000-9000-{self.changes:012x}"
+                owner = OWNERS[rng.randrange(len(OWNERS))]
+                state.add_task(lead_id, {
+                    "TaskID": task_id, "Name": rng.choice(TASK_NAMES),
+                    "Description": f"Created by churn #{self.changes}",
+                    "DueDate": "2026-12-31 10:00:00", "CreatedOn": "2026-12-01 10:00:00",
+                    "OwnerID": owner[0], "OwnerName": owner[1], "CreatedBy": owner[0],
+                    "CreatedByName": owner[1], "Status": "Pending", "Reminder": "15"})
+                return
+            task = tasks[rng.randrange(len(tasks))]
+            if roll < 0.2:
+                state.change_task(task["TaskID"], Status="Completed")
+            else:
+                state.change_task(task["TaskID"], Description=f"Changed by churn #{self.changes}")
+
+
+class WebhookPoster:
+    """Posts a LeadSquared-like webhook for each change, after its delay, in a thread:
+    some lost, some twice, as the real ones may be."""
+
+    def __init__(self, cfg: WebhookConfig, seed: int) -> None:
+        self.cfg = cfg
+        self._rng = random.Random(seed * 31 + 5)
+        self._heap: list[tuple[float, int, bytes]] = []
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="lsq-sim-webhooks", daemon=True)
+        self.stats = {"changes": 0, "lost": 0, "posted": 0, "duplicated": 0, "failed": 0}
+
+    def start(self) -> WebhookPoster:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def changed(self, event: int | None, lead_id: str, task_id: str) -> None:
+        if event is None:
+            return
+        cfg, rng = self.cfg, self._rng
+        with self._cond:
+            self.stats["changes"] += 1
+            if rng.random() < cfg.loss:
+                self.stats["lost"] += 1
+                return
+            copies = 2 if rng.random() < cfg.dup else 1
+            self.stats["duplicated"] += copies - 1
+            body = self._body(event, lead_id, task_id)
+            for _ in range(copies):
+                due = time.monotonic() + rng.uniform(*cfg.delay_s)
+                self._seq += 1
+                heapq.heappush(self._heap, (due, self._seq, body))
+            self._cond.notify_all()
+
+    def _body(self, event: int, lead_id: str, task_id: str) -> bytes:
+        fields = {"RelatedEntityId": lead_id, "UserTaskId": task_id, "EventType": str(event),
+                  "ModifiedOn": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")}
+        if self.cfg.encoding == "form":
+            return urlencode(fields).encode()
+        return json.dumps(fields).encode()
+
+    def _loop(self) -> None:
+        ctype = {"json": "application/json", "form": "application/x-www-form-urlencoded",
+                 "text": "text/plain"}[self.cfg.encoding]
+        headers = {"content-type": ctype}
+        if self.cfg.header is not None:
+            headers[self.cfg.header[0]] = self.cfg.header[1]
+        with httpx.Client(timeout=10) as http:
+            while True:
+                with self._cond:
+                    while not self._stopping and (
+                            not self._heap or self._heap[0][0] > time.monotonic()):
+                        wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                        self._cond.wait(wait)
+                    if self._stopping:
+                        return
+                    _due, _seq, body = heapq.heappop(self._heap)
+                try:
+                    answer = http.post(self.cfg.url, content=body, headers=headers)
+                    ok = answer.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with self._cond:
+                    self.stats["posted" if ok else "failed"] += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -470,6 +645,11 @@ class Simulator:
         self._server = _Server((host, port), _Handler)
         self._server.sim = self
         self._thread: threading.Thread | None = None
+        self.churn = Churn(self.state, self.cfg.churn, self.cfg.seed)
+        self.webhooks: WebhookPoster | None = None
+        if self.cfg.webhooks is not None:
+            self.webhooks = WebhookPoster(self.cfg.webhooks, self.cfg.seed)
+            self.state.on_change = self.webhooks.changed
 
     @property
     def url(self) -> str:
@@ -486,12 +666,22 @@ class Simulator:
                                         kwargs={"poll_interval": 0.1},
                                         name="lsq-simulator", daemon=True)
         self._thread.start()
+        self._start_changes()
         return self
 
+    def _start_changes(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.start()
+        self.churn.start()
+
     def serve_forever(self) -> None:
+        self._start_changes()
         self._server.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:
+        self.churn.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:

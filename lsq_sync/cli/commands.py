@@ -332,7 +332,8 @@ def _lead_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, .
 
 
 def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--lead-id, --limit, --calls, --restart and --full, shared by pull and sync."""
+    """--lead-id, --limit, --calls, --restart, --full and --hints, shared by pull and
+    sync."""
     for option in reversed([
         click.option("--lead-id", "lead_ids", multiple=True, metavar="ID", callback=_lead_ids,
                      help="Pull only this lead (repeatable) instead of the leads from "
@@ -349,6 +350,9 @@ def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--full", is_flag=True,
                      help="A full refresh: a new pass over the whole leads query, with "
                           ":last_success bound to NULL (as before the first pass)."),
+        click.option("--hints", is_flag=True,
+                     help="Pull exactly the leads with pending webhook hints (see `listen`), "
+                          "oldest hint first; with --limit, the first N of them."),
     ]):
         command = option(command)
     return command
@@ -358,7 +362,7 @@ def pull_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @pull_options
 @pass_settings
 def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
-         calls: int | None, restart: bool, full: bool) -> None:
+         calls: int | None, restart: bool, full: bool, hints: bool) -> None:
     """Fetch the tasks of every lead and upsert them into lsq_tasks.
 
     The lead ids come from [leads].query (first column) on [leads].url, or from
@@ -377,13 +381,20 @@ def pull(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     was stopped, capped or run by hand. Leads that failed are tried again by
     the next passes (up to 5 in a row) even if the query drops them.
     SIGINT/SIGTERM stop it cleanly within seconds (exit 1).
+
+    \b
+    --hints pulls only the leads LeadSquared's webhooks named (lsq_lead_hints,
+    filled by `lsq-sync listen`), for setups where listen does not pull
+    itself ([listen] pull = false). A hint is consumed by a fetch of its lead
+    sent after the hint arrived; of two fetches of one lead, the one sent
+    later is what lsq_tasks keeps.
     """
     from lsq_sync.core import app
     from lsq_sync.core.pull import PullOptions
     cfg = settings.configured()
     tty = settings.tty
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
-                          full=full, calls=calls)
+                          full=full, calls=calls, hints=hints)
     run_exit(app.pull(cfg, options, graceful(app.Context(tty=tty))), tty)
 
 
@@ -433,7 +444,7 @@ def push(settings: Settings, dry_run: bool, offline: bool) -> None:
 @pull_options
 @pass_settings
 def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
-         calls: int | None, restart: bool, full: bool) -> None:
+         calls: int | None, restart: bool, full: bool, hints: bool) -> None:
     """Push pending edits, then pull every lead's tasks, in one run.
 
     Push goes first so that local edits reach LeadSquared before the pull
@@ -445,8 +456,51 @@ def sync(settings: Settings, lead_ids: tuple[str, ...], limit: int | None,
     cfg = settings.configured()
     tty = settings.tty
     options = PullOptions(lead_ids=list(lead_ids) or None, limit=limit, restart=restart,
-                          full=full, calls=calls)
+                          full=full, calls=calls, hints=hints)
     run_exit(app.sync(cfg, options, graceful(app.Context(tty=tty))), tty)
+
+
+@cli.command()
+@click.option("--host", metavar="H", help="Address to bind (default [listen].host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), metavar="N",
+              help="Port to bind (default [listen].port, 8780; 0: any free port).")
+@pass_settings
+def listen(settings: Settings, host: str | None, port: int | None) -> None:
+    """Receive LeadSquared's task webhooks as hints, and pull those leads.
+
+    \b
+    POST [listen].path (default /lsq/webhook) with the header [listen].header
+    set to [listen].secret (env LSQ_WEBHOOK_SECRET): bodies in JSON, form or
+    text encoding naming a lead (RelatedEntityId, LeadId, ProspectId) or a
+    task (UserTaskId, TaskId). Each is committed to lsq_lead_hints before the
+    200 answer. Answers: 401 wrong or missing secret; 413 body over
+    [listen].max_body_kb; 503 the database cannot take it; 200 {"ok": false}
+    for a body that names no lead. GET /healthz: 200 while the database
+    answers.
+
+    \b
+    With [listen] pull = true (the default) it pulls hinted leads within
+    seconds, oldest hint first, from the same rate budget as every other run
+    (one run row, command listen, under its own lock: beside a pass and the
+    cron push). With pull = false, `lsq-sync pull --hints` does it from cron.
+    Binds 127.0.0.1 by default: put a reverse proxy with TLS in front (see
+    the README). SIGTERM or SIGINT stop it cleanly (exit 0); a restart takes
+    up the hints still pending.
+    """
+    from lsq_sync.core import app
+    from lsq_sync.listen import service
+    cfg = settings.configured()
+
+    def ready(where: service.Listening) -> None:
+        if settings.tty:
+            click.echo(f"listening on {where.url} (Ctrl-C stops)", err=True)
+
+    result = service.serve(cfg, graceful(app.Context(tty=settings.tty)), host=host,
+                           port=port, on_ready=ready)
+    if result is not None and result.counts.failures:
+        # Leads that failed stay hinted and are tried again; the listener itself did its job.
+        click.echo(result.summary(), err=True)
+    sys.exit(EXIT_OK)
 
 
 def _as_utc_text(value: str) -> str:
@@ -792,6 +846,26 @@ def _limit(text: str) -> tuple[int, float]:
 share = click.FloatRange(0, 1)
 
 
+def _webhooks(url: str | None, header: str | None, loss: float, dup: float, delay: str,
+              encoding: str) -> Any:
+    """simulate's --webhook-* options as a WebhookConfig (None without --webhook-url)."""
+    from lsq_sync.testing import WebhookConfig
+    if url is None:
+        if header is not None:
+            raise click.BadParameter("--webhook-header goes with --webhook-url")
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"--webhook-url {url[:60]!r} is not an http(s) URL")
+    pair = None
+    if header is not None:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter("--webhook-header must be NAME:VALUE")
+        pair = (name.strip(), value.strip())
+    return WebhookConfig(url=url, header=pair, loss=loss, dup=dup,
+                         delay_s=_range(delay, "--webhook-delay"), encoding=encoding)
+
+
 @cli.command()
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port on 127.0.0.1 (0 picks a free one).")
@@ -827,11 +901,27 @@ share = click.FloatRange(0, 1)
 @click.option("--leads-db", metavar="URL",
               help="Also write the account's lead ids into a `leads` table of this database, "
                    "ready for the default [leads].query.")
+@click.option("--churn", type=click.FloatRange(min=0), default=0.0, metavar="RATE",
+              help="Tasks change by themselves: each lead at its own rate, spread over two "
+                   "decades around RATE changes per lead per hour.")
+@click.option("--webhook-url", metavar="URL",
+              help="Post a LeadSquared-like webhook (events 7, 16, 17) here for every task "
+                   "change, e.g. http://127.0.0.1:8780/lsq/webhook.")
+@click.option("--webhook-header", metavar="NAME:VALUE",
+              help="The webhook's custom header, e.g. x-lsq-sync-secret:s3cret.")
+@click.option("--webhook-loss", type=share, default=0.0, help="Share of webhooks never posted.")
+@click.option("--webhook-dup", type=share, default=0.0, help="Share of webhooks posted twice.")
+@click.option("--webhook-delay", default="0-0", show_default=True, metavar="MIN-MAX",
+              help="Delay before each webhook, in seconds.")
+@click.option("--webhook-encoding", type=click.Choice(["json", "form", "text"]),
+              default="json", show_default=True, help="The webhook's content type.")
 def simulate(port: int, leads: int, seed: int, max_tasks: int, rate_limit: str,
              throttle_status: str, latency: str, bare_500: float, malformed: float,
              html_502: float, drop: float, slow: float, slow_s: float, mx_error_every: int,
              bad_record_every: int, update_omitted: str, account_host: str | None,
-             leads_db: str | None) -> None:
+             leads_db: str | None, churn: float, webhook_url: str | None,
+             webhook_header: str | None, webhook_loss: float, webhook_dup: float,
+             webhook_delay: str, webhook_encoding: str) -> None:
     """Serve a local LeadSquared-compatible API for trying and testing.
 
     It answers RetrieveTaskByLeadId, Task.svc/Update and
@@ -839,6 +929,11 @@ def simulate(port: int, leads: int, seed: int, max_tasks: int, rate_limit: str,
     deterministic generated data, the rate limit enforced, and faults on
     demand. GET /_sim/stats shows calls, throttles and the busiest window.
     It uses its own demo keys, printed at start. Stop it with Ctrl-C.
+
+    \b
+    With --churn the account changes by itself, and with --webhook-url it
+    posts a webhook for every task change (lossy, repeated and delayed on
+    demand), as LeadSquared does: what `lsq-sync listen` receives.
     """
     from lsq_sync.cli import demo
     from lsq_sync.store import db
@@ -853,7 +948,9 @@ def simulate(port: int, leads: int, seed: int, max_tasks: int, rate_limit: str,
     sim_cfg = SimConfig(leads=leads, seed=seed, max_tasks=max_tasks, rate_calls=calls,
                         rate_period_s=period, throttle_status=int(throttle_status),
                         account_host=account_host, update_omitted=update_omitted,
-                        faults=faults)
+                        faults=faults, churn=churn,
+                        webhooks=_webhooks(webhook_url, webhook_header, webhook_loss,
+                                           webhook_dup, webhook_delay, webhook_encoding))
     try:
         sim = Simulator(sim_cfg, port=port)
     except OSError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -15,7 +15,7 @@ from lsq_sync.core.progress import Progress
 from lsq_sync.core.run import GRACE_S, Run, Tx
 from lsq_sync.errors import ApiError, ConfigError, FatalError, StoreError
 from lsq_sync.leadsquared.client import LsqClient
-from lsq_sync.store import leads, runs, worklist
+from lsq_sync.store import hints, leads, runs, worklist
 from lsq_sync.store.db import chunks, describe
 from lsq_sync.store.tasks import LeadOutcome, write_batch
 from lsq_sync.store.types import utcnow
@@ -33,6 +33,8 @@ class PullOptions:
     restart: bool = False               # ignore what an unfinished pull left to do
     full: bool = False                  # a new pass with :last_success bound to NULL
     calls: int | None = None            # at most this many API calls in this run
+    hints: bool = False                 # the leads with pending hints, oldest hint first
+    quiet: bool = False                 # per-run log lines at debug (listen's many rounds)
     batch_size: int = 200               # leads per transaction
     flush_s: float = 2.0                # ... or this often, whichever comes first
     grace_s: float = GRACE_S            # on a stop, how long requests in flight may take
@@ -41,6 +43,9 @@ class PullOptions:
         if self.full and (self.lead_ids or self.limit):
             raise ConfigError("full (--full) is a pass over the whole leads query: not with "
                               "lead ids (--lead-id) or a limit (--limit)")
+        if self.hints and (self.full or self.lead_ids):
+            raise ConfigError("hints (--hints) pulls the leads with pending hints: not with "
+                              "lead ids (--lead-id) or a full pass (--full)")
 
 
 class Puller:
@@ -62,7 +67,8 @@ class Puller:
         self.overlap = overlap
         # A pass goes over the whole query; --lead-id and --limit runs do not (they never
         # move :last_success, and what they leave is not resumed).
-        self.is_pass = self.options.lead_ids is None and self.options.limit is None
+        self.is_pass = self.options.lead_ids is None and self.options.limit is None \
+            and not self.options.hints
         self._skip_warnings = 0
         self._buffer: list[LeadOutcome] = []
         self._last_flush = time.monotonic()
@@ -81,6 +87,11 @@ class Puller:
     def _sources(self) -> Iterable[list[Any]]:
         if self.options.lead_ids is not None:
             return [list(self.options.lead_ids)]
+        if self.options.hints:
+            resolved = hints.resolve(self.engine)
+            if resolved:
+                self.log.info("hints_resolved", hints=resolved)
+            return [hints.pending_leads(self.engine)]
         return leads.stream_query(self.leads_engine, self.query, self.params)
 
     def stage(self) -> worklist.Staged:
@@ -120,8 +131,9 @@ class Puller:
         staged.total = worklist.count_todo(self.engine, run_id)
         with self.run.begin() as tx:
             tx.add(leads_total=staged.total, leads_skipped=staged.skipped + staged.duplicates)
-        self.log.info("leads_staged", leads=staged.total, skipped_invalid=staged.skipped,
-                      skipped_duplicates=staged.duplicates, done_by_earlier_runs=done)
+        (self.log.debug if self.options.quiet else self.log.info)(
+            "leads_staged", leads=staged.total, skipped_invalid=staged.skipped,
+            skipped_duplicates=staged.duplicates, done_by_earlier_runs=done)
         return staged
 
     # -- fetching ------------------------------------------------------------------------
@@ -159,7 +171,17 @@ class Puller:
         self._flush()
         self.progress.finish()
         if self.is_pass and complete:
-            runs.complete_pass(self.engine, self.run.id)
+            started = runs.complete_pass(self.engine, self.run.id)
+            if started is not None:
+                self._settle_orphan_hints(started)
+
+    def _settle_orphan_hints(self, started: datetime) -> None:
+        """Hints naming a task no lead of a complete pass holds: about no lead we mirror."""
+        with self.engine.begin() as conn:
+            settled = hints.settle_orphans(conn, started, self.run.id, utcnow())
+        if settled:
+            self.log.info("hints_settled", hints=settled,
+                          reason="they name a task that no lead of the leads query holds")
 
     def _maybe_flush(self) -> None:
         if len(self._buffer) >= self.options.batch_size or (

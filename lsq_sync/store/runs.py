@@ -145,11 +145,15 @@ def begin_pass(engine: Engine, run_id: int, continues: int | None,
     return since
 
 
-def complete_pass(engine: Engine, run_id: int) -> None:
-    """Every lead of the run's pass was done (or failed, and kept for retry)."""
+def complete_pass(engine: Engine, run_id: int) -> datetime | None:
+    """Every lead of the run's pass was done (or failed, and kept for retry). Returns when
+    the pass started."""
     with engine.begin() as conn:
         conn.execute(update(sync_runs).where(sync_runs.c.id == run_id)
                      .values(pass_complete=True))
+        started: datetime | None = conn.execute(select(sync_runs.c.pass_started_at).where(
+            sync_runs.c.id == run_id)).scalar()
+        return started
 
 
 def calls_since(engine: Engine, since: datetime, but: int) -> int:

@@ -177,6 +177,12 @@ def close(conn: Connection, run_id: int, *, keep: bool) -> None:
                                              run_leads.c.state.not_in(KEPT_STATES)))
 
 
+def clear(engine: Engine, run_id: int) -> None:
+    """Forget the run's whole lead list (listen's run starts each round afresh)."""
+    with engine.begin() as conn:
+        conn.execute(delete(run_leads).where(run_leads.c.run_id == run_id))
+
+
 def prune(engine: Engine) -> None:
     """Forget the failed-lead lists of old finished runs."""
     with engine.begin() as conn:

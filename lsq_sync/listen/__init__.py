@@ -1,0 +1,1 @@
+"""`lsq-sync listen`: LeadSquared's webhooks in over HTTP, recorded as hints."""
