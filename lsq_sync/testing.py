@@ -669,6 +669,15 @@ class Simulator:
         self._start_changes()
         return self
 
+    def send_webhooks(self, cfg: WebhookConfig) -> WebhookPoster:
+        """From now on, post a webhook for every task change (for a listener started after
+        the simulator: its URL is known only then)."""
+        if self.webhooks is not None:
+            self.webhooks.stop()
+        self.webhooks = WebhookPoster(cfg, self.cfg.seed).start()
+        self.state.on_change = self.webhooks.changed
+        return self.webhooks
+
     def _start_changes(self) -> None:
         if self.webhooks is not None:
             self.webhooks.start()

@@ -67,7 +67,10 @@ def _form(body: bytes) -> Mapping[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadWebhook("the body is neither JSON nor a UTF-8 form") from None
-    pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_ITEMS)
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_ITEMS)
+    except ValueError:
+        raise BadWebhook(f"more than {MAX_ITEMS} fields in one form") from None
     if not pairs:
         raise BadWebhook("the body is neither JSON nor a form")
     return dict(pairs)
