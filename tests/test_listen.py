@@ -300,3 +300,45 @@ def _wait_for(where: service.Listening) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError("listen did not start")
+
+
+def test_doctor_checks_the_listen_section() -> None:
+    from lsq_sync.cli.doctor import check_listen
+    base = config.ListenConfig()
+    assert check_listen(base).ok and "not set up" in check_listen(base).message
+    weak = config.ListenConfig(secret=config.Secret("short"))
+    assert not check_listen(weak).ok and "shorter than 16" in check_listen(weak).message
+    good = config.ListenConfig(secret=config.Secret(SECRET), port=_free_port())
+    assert check_listen(good).ok and "can listen on" in check_listen(good).message
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = config.ListenConfig(secret=config.Secret(SECRET),
+                                   port=taken.getsockname()[1])
+        found = check_listen(busy)
+    assert not found.ok and "choose another [listen].port" in found.message
+    assert SECRET not in repr([check_listen(c) for c in (good, busy)])
+
+
+def test_status_and_metrics_show_pending_hints_and_webhooks(
+        sim: Simulator, sqlite_url: str, tmp_path: Any) -> None:
+    import json
+
+    with listening(listen_config(sim, sqlite_url, pull=False)) as (where, _):
+        post(where, {"LeadId": sim.state.lead_id(1)})
+        post(where, {"LeadId": sim.state.lead_id(2)})
+        post(where, {"LeadId": sim.state.lead_id(2)}, secret="nope")
+    path = write_config(tmp_path / "c.toml", sim, sqlite_url)
+    shown = CliRunner().invoke(cli, ["--config", str(path), "status", "--json"])
+    report = json.loads(shown.output)
+    assert report["hints"]["pending"] == 2 and report["hints"]["leads"] == 2
+    assert report["hints"]["oldest_age_s"] >= 0
+    assert report["webhooks"] == {"accepted": 2, "unauthorized": 1}
+    text_ = CliRunner().invoke(cli, ["--config", str(path), "status"]).output
+    assert "hints  2 pending for 2 lead(s)" in text_ and "unauthorized 1" in text_
+    from lsq_sync.store import health
+    metrics = tmp_path / "m.prom"
+    health.write_textfile(str(metrics), health.report(db.make_engine(sqlite_url)))
+    written = metrics.read_text()
+    assert "lsq_sync_hints_pending 2.0" in written
+    assert 'lsq_sync_webhooks{outcome="unauthorized"} 1.0' in written

@@ -737,7 +737,9 @@ def edits_cancel(settings: Settings, ids: tuple[int, ...]) -> None:
 @pass_settings
 def status(settings: Settings, as_json: bool, max_age: str | None) -> None:
     """Freshness and health: per command the last run and the last success, the edit
-    queue by status, the leads that keep failing, and runs under way.
+    queue by status, the leads that keep failing, pending webhook hints (and the
+    age of the oldest), webhooks by how `listen` answered them, and runs under
+    way.
 
     A pull counts as a success when it succeeded or completed its pass (a pass
     whose only failures are leads kept for retry). With --max-age, exit 1 when
@@ -787,6 +789,13 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
         if run["error"]:
             lines.append(f"       {safe(run['error'])}")
     lines.append("edits  " + ", ".join(f"{k} {v}" for k, v in report["edits"].items()))
+    waiting = report["hints"]
+    if waiting["pending"] or report["webhooks"]:
+        oldest = waiting["oldest_at"]
+        lines.append(f"hints  {waiting['pending']} pending for {waiting['leads']} lead(s)"
+                     + (f", oldest received {ago(oldest)} ago" if oldest else ""))
+        lines.append("webhooks " + (", ".join(f"{k} {v}" for k, v in
+                                               sorted(report["webhooks"].items())) or "none"))
     lines.append(f"failing leads: {report['failing_leads']}")
     for lead in report["failing_leads_top"]:
         lines.append(safe(f"  {lead['lead_id']} failed {lead['failures']} time(s) in a row: "

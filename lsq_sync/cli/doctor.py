@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from lsq_sync.cli.render import safe
-from lsq_sync.config import Config
+from lsq_sync.config import Config, ListenConfig
 from lsq_sync.core.app import Context, make_client
 from lsq_sync.errors import LsqSyncError
 from lsq_sync.logs import get_logger
@@ -101,4 +102,38 @@ def run_checks(cfg: Config) -> list[Check]:
                                 f"{safe(api.netloc.decode())} is the account's own host"))
     except LsqSyncError as exc:
         checks.append(Check("credentials", False, str(exc)))
+    checks.append(check_listen(cfg.listen))
     return checks
+
+
+MIN_SECRET = 16
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_listen(settings: ListenConfig) -> Check:
+    """[listen]: a secret worth the name, and a port that `listen` can bind (or where a
+    listener already answers)."""
+    if not settings.secret:
+        return Check("listen", True, "not set up ([listen].secret is empty; only "
+                                     "`lsq-sync listen` needs it)")
+    if len(settings.secret.reveal()) < MIN_SECRET:
+        return Check("listen", False, f"[listen].secret is shorter than {MIN_SECRET} "
+                                      f"characters: webhooks are authenticated by it alone")
+    where = f"http://{settings.host}:{settings.port}{settings.path}"
+    note = "" if settings.host in LOOPBACK else " (not loopback: put TLS in front)"
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((settings.host, settings.port))
+        return Check("listen", True, f"can listen on {safe(where)}{note}")
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+    try:
+        health = httpx.get(f"http://{settings.host}:{settings.port}/healthz", timeout=2)
+        if health.status_code in (200, 503):
+            return Check("listen", True, f"a listener answers on {safe(where)}{note}")
+    except httpx.HTTPError:
+        pass
+    return Check("listen", False, f"cannot bind {safe(settings.host)}:{settings.port} "
+                                  f"({error}): choose another [listen].port")

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from lsq_sync.errors import ConfigError, StoreError
 from lsq_sync.states import Command, EditStatus, RunStatus
+from lsq_sync.store import hints
 from lsq_sync.store.models import failed_leads, sync_runs, task_edits
 from lsq_sync.store.runs import RunCounts
 from lsq_sync.store.types import utcnow
@@ -72,7 +73,13 @@ def report(engine: Engine) -> dict[str, Any]:
                                       sync_runs.c.host, sync_runs.c.started_at)
                                .where(sync_runs.c.status == RunStatus.RUNNING)).mappings().all()
     pulls = [commands[c]["last_success_at"] for c in Command if c.pulls]
+    waiting = hints.pending(engine)
+    oldest = waiting["oldest"]
     return {"commands": commands,
+            "hints": {"pending": waiting["hints"], "leads": waiting["leads"],
+                      "oldest_at": oldest,
+                      "oldest_age_s": (utcnow() - oldest).total_seconds() if oldest else None},
+            "webhooks": hints.outcomes(engine),
             "last_pull_success_at": max((p for p in pulls if p), default=None),
             # Every status, and any odd value another system wrote (until a push fails it).
             "edits": {**{s.value: 0 for s in EditStatus}, **edits},
@@ -152,6 +159,16 @@ def write_textfile(path: str, report_: dict[str, Any]) -> None:
     for name, value in report_["edits"].items():
         edits.labels(name).set(value)
     failing.set(report_["failing_leads"])
+    waiting = report_["hints"]
+    gauge("lsq_sync_hints_pending", "Webhook hints not yet consumed by a fetch of their lead."
+          ).set(waiting["pending"])
+    gauge("lsq_sync_hints_oldest_age_seconds", "Age of the oldest pending hint (0: none)."
+          ).set(waiting["oldest_age_s"] or 0)
+    webhooks = gauge("lsq_sync_webhooks", "Webhooks received by `listen`, by how they were "
+                     "answered (accepted, unauthorized, too_large, no_lead, unavailable, "
+                     "timeout).", ("outcome",))
+    for outcome, n in report_["webhooks"].items():
+        webhooks.labels(outcome).set(n)
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
