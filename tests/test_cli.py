@@ -199,15 +199,17 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "run 1 succeeded: 30/30 leads" in result.output
     assert "1 marked deleted" in result.output
     assert "owner" in result.output and "Pending" in result.output
+    assert "webhook (event 16) received, lead pulled, lsq_tasks shows it Completed" in \
+        result.output
     assert (tmp_path / "demo" / "lsq_sync.db").exists()
     runs = invoke("--config", str(tmp_path / "demo" / "lsq_sync.toml"), "runs")
-    assert runs.exit_code == 0 and len(runs.output.splitlines()) == 3
+    assert runs.exit_code == 0 and len(runs.output.splitlines()) == 4  # pull, pull, listen
     assert '"event"' not in result.output  # the runs' sentences, not their log lines
     again = invoke("demo", "--dir", str(tmp_path / "demo"), "--leads", "30")
     assert again.exit_code == 0 and "an earlier demo's database there was replaced" in \
         again.output
     runs = invoke("--config", str(tmp_path / "demo" / "lsq_sync.toml"), "runs")
-    assert len(runs.output.splitlines()) == 3  # started clean: its own two runs only
+    assert len(runs.output.splitlines()) == 4  # started clean: its own three runs only
 
 
 def test_the_demo_never_touches_a_database_it_did_not_write(tmp_path: Path) -> None:

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import secrets
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table, delete, insert, text
+from sqlalchemy import Column, MetaData, String, Table, delete, insert, select, text
+from sqlalchemy.engine import Engine
 
 from lsq_sync import config
 from lsq_sync.cli.render import table
+from lsq_sync.control import StopReason
 from lsq_sync.core import app
 from lsq_sync.core.pull import PullOptions
 from lsq_sync.core.result import RunResult
 from lsq_sync.errors import ConfigError
+from lsq_sync.listen import service
 from lsq_sync.store import db, schema
-from lsq_sync.testing import Faults, SimConfig, Simulator
+from lsq_sync.store.models import tasks
+from lsq_sync.testing import Faults, SimConfig, Simulator, WebhookConfig
 
 DEMO_CALLS, DEMO_PERIOD = 25, 2.0
 REPORT_SQL = """\
@@ -83,7 +90,10 @@ def run(directory: str | None, *, leads: int = 250, tty: bool = False,
             echo("2. (The simulated account has no tasks to change: try more --leads.)")
 
         echo("")
-        echo(f"3. A report on the synced table (more in {_reporting_doc()}):")
+        failures += _webhook_step(echo, sim, settings, engine)
+
+        echo("")
+        echo(f"4. A report on the synced table (more in {_reporting_doc()}):")
         echo("")
         echo("\n".join("   " + line for line in REPORT_SQL.splitlines()))
         echo("")
@@ -148,6 +158,57 @@ def _change_crm(sim: Simulator) -> tuple[list[str], list[str]]:
         touched.append(leads[2])
         done.append("one moved to another lead")
     return touched, done
+
+
+def _webhook_step(echo: Callable[[str], Any], sim: Simulator, settings: dict[str, Any],
+                  engine: Engine) -> int:
+    """`listen` receives the simulator's webhook for a change and pulls that lead at once.
+    Returns 1 if the change did not arrive."""
+    secret = secrets.token_urlsafe(24)
+    cfg = config.from_mapping({**settings, "listen": {"port": 0, "secret": secret}},
+                              env={}, source="demo")
+    task_id = next((task["TaskID"] for lead in sim.state.lead_ids()
+                    for task in sim.state.tasks_of(lead) if task["Status"] != "Completed"), None)
+    if task_id is None:
+        echo("3. (No open task to complete: try more --leads.)")
+        return 0
+    ctx = app.Context()
+    ready = threading.Event()
+    where: list[service.Listening] = []
+
+    def on_ready(listening: service.Listening) -> None:
+        where.append(listening)
+        ready.set()
+
+    thread = threading.Thread(target=service.serve, args=(cfg, ctx),
+                              kwargs={"on_ready": on_ready}, daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(15):
+            echo("3. `listen` did not start; see the log above")
+            return 1
+        echo(f"3. `lsq-sync listen` on {where[0].url}; the CRM posts a webhook for every task "
+             f"change. A task is completed in the CRM:")
+        sim.send_webhooks(WebhookConfig(url=where[0].url,
+                                        header=(cfg.listen.header, secret)))
+        changed = time.monotonic()
+        sim.state.change_task(task_id, Status="Completed")
+        status = None
+        while time.monotonic() - changed < 15 and status != "Completed":
+            time.sleep(0.02)
+            with engine.connect() as conn:
+                status = conn.execute(select(tasks.c.status).where(
+                    tasks.c.task_id == task_id)).scalar()
+        if status != "Completed":
+            echo("   the change did not arrive within 15 s")
+            return 1
+        took = time.monotonic() - changed
+        echo(f"   webhook (event 16) received, lead pulled, lsq_tasks shows it Completed "
+             f"{took:.2f} s after the change (one API call, no pass)")
+        return 0
+    finally:
+        ctx.stop.set(StopReason.SIGNAL)
+        thread.join(20)
 
 
 def _summary(echo: Callable[[str], Any], result: RunResult) -> None:
