@@ -342,3 +342,14 @@ def test_status_and_metrics_show_pending_hints_and_webhooks(
     written = metrics.read_text()
     assert "lsq_sync_hints_pending 2.0" in written
     assert 'lsq_sync_webhooks{outcome="unauthorized"} 1.0' in written
+
+
+def test_the_listening_socket_is_tcp_with_nodelay() -> None:
+    """asyncio sets TCP_NODELAY on accepted sockets only when the socket's proto says TCP:
+    without it each answer waited 40 ms for a delayed ACK (44 ms p50 in bench/webhooks)."""
+    sock = service._bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()

@@ -87,8 +87,7 @@ class HintWriter:
     def _commit(self, batch: list[_Item]) -> None:
         try:
             with self.engine.begin() as conn:
-                for found, received_at, _future in batch:
-                    hints.add(conn, found, received_at)
+                hints.add_many(conn, [(found, at) for found, at, _future in batch])
         except SQLAlchemyError as exc:
             error = StoreError(f"cannot record hints: {describe(exc)}")
             self.log.error("hints_not_recorded", webhooks=len(batch), error=str(error))

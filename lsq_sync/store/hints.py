@@ -30,13 +30,18 @@ class Hint:
 def add(conn: Connection, hints: Sequence[Hint], now: datetime) -> int:
     """Record `hints` received at `now` in the caller's transaction; a hint naming only a
     task gets the task's lead from lsq_tasks when that knows it. Returns how many."""
-    if not hints:
-        return 0
-    orphans = sorted({h.task_id for h in hints if h.lead_id is None and h.task_id})
+    return add_many(conn, [(hints, now)])
+
+
+def add_many(conn: Connection, received: Sequence[tuple[Sequence[Hint], datetime]]) -> int:
+    """add() for several webhooks, each with its own time, in one statement."""
+    orphans = sorted({h.task_id for found, _ in received for h in found
+                      if h.lead_id is None and h.task_id})
     leads = _leads_of(conn, orphans) if orphans else {}
     rows = [{"lead_id": h.lead_id or leads.get(h.task_id or ""), "task_id": h.task_id,
-             "event": h.event, "received_at": now} for h in hints]
-    conn.execute(insert(lead_hints), rows)
+             "event": h.event, "received_at": at} for found, at in received for h in found]
+    if rows:
+        conn.execute(insert(lead_hints), rows)
     return len(rows)
 
 
