@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import httpx
-from common import workdir
 
 from lsq_sync.config import to_toml
+
+from common import workdir
 
 SECRET = "bench-secret-0123456789abcdef"
 
