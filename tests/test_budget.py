@@ -55,3 +55,24 @@ def test_the_bucket_name_does_not_reveal_the_key() -> None:
     key = "u$abc123secret"
     assert key not in bucket_for(key) and "abc123" not in bucket_for(key)
     assert bucket_for(key) == bucket_for(key) != bucket_for(key + "x")
+
+
+def test_an_urgent_taker_gets_the_next_free_slot(engine: Engine) -> None:
+    """listen's fetches (a change is known to wait) go before a pass's: an urgent taker
+    that finds the window full claims the slots freed until its turn."""
+    t = [1000.0]
+    passing = SharedSlots(engine, "b", 2, 1.0, 0.0, clock=lambda: t[0])
+    urgent = SharedSlots(engine, "b", 2, 1.0, 0.0, clock=lambda: t[0], urgent=True)
+    assert passing.reserve()[0] == 0.0
+    t[0] = 1000.5
+    assert passing.reserve()[0] == 0.0
+    wait, keys = urgent.reserve()              # full: it waits until 1001.0, and says so
+    assert abs(wait - 0.5) < 1e-9 and keys == []
+    t[0] = 1001.0                              # a slot is free, but it is the urgent one's
+    wait, keys = passing.reserve()
+    assert 0 < wait <= 0.05 + 1e-9 and keys == []
+    assert urgent.reserve()[0] == 0.0
+    t[0] = 1001.06                             # the claim has lapsed: the window decides
+    assert abs(passing.reserve()[0] - 0.44) < 1e-9
+    t[0] = 1001.5
+    assert passing.reserve()[0] == 0.0         # no urgent taker waits: all slots are used

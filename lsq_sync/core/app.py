@@ -50,14 +50,15 @@ class Context:
 
 
 def make_client(cfg: Config, ctx: Context, log: Logger, engine: Engine | None = None,
-                stats: Stats | None = None) -> LsqClient:
+                stats: Stats | None = None, *, urgent: bool = False) -> LsqClient:
     """A client paced by [lsq]'s rate limit (shared through `engine` when
-    [lsq].shared_budget), whose waits end at `ctx.stop`, counting calls into `stats`."""
+    [lsq].shared_budget, first in line for freed slots when `urgent`), whose waits end at
+    `ctx.stop`, counting calls into `stats`."""
     shared = None
     if engine is not None and cfg.lsq.shared_budget:
         shared = SharedSlots(engine, bucket_for(cfg.lsq.access_key.reveal()),
                              cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s,
-                             DEFAULT_MARGIN_S)
+                             DEFAULT_MARGIN_S, urgent=urgent)
     limiter = RateLimiter(cfg.lsq.rate_limit_calls, cfg.lsq.rate_limit_period_s,
                           shared=shared, stop=ctx.stop)
 

@@ -67,8 +67,10 @@ class HintPuller:
         opened = Run.open(self.engine, Command.LISTEN, self.log, stop=self.ctx.stop,
                           workers=self.cfg.lsq.workers,
                           max_calls_per_day=self.cfg.lsq.max_calls_per_day)
+        # Urgent: a hinted lead is where a change is known to wait, so its fetch takes the
+        # next free slot of the shared budget before a pass's.
         with opened as run, make_client(self.cfg, self.ctx, self.log, self.engine,
-                                        run.stats) as client:
+                                        run.stats, urgent=True) as client:
             housekeeping = 0.0
             while not self.ctx.stop.is_set():
                 if time.monotonic() - housekeeping >= HOUSEKEEPING_S:

@@ -19,6 +19,7 @@ from lsq_sync.store.models import rate_buckets, rate_slots
 from lsq_sync.store.upsert import insert_ignore_statement
 
 CLEAN_EVERY = 500  # reservations between deletions of old slots
+URGENT_GRACE_S = 0.05  # an urgent taker's claim outlasts its wait by this much
 
 
 def bucket_for(access_key: str) -> str:
@@ -36,8 +37,12 @@ class SharedSlots:
     """
 
     def __init__(self, engine: Engine, bucket: str, calls: int, period: float, margin: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, urgent: bool = False) -> None:
         self.engine = engine
+        # Urgent (listen's hinted leads): a change is known to wait there. An urgent taker
+        # that finds the window full says until when it waits (rate_buckets.urgent_until),
+        # and the others leave the freed slots to it until then.
+        self.urgent = urgent
         self.bucket = bucket
         self.calls = calls
         self.period = period
@@ -67,6 +72,23 @@ class SharedSlots:
     def _wait(self, sends: list[float], now: float, n: int) -> float:
         return float(slot_wait(sends, self.calls, self.span, now, n))
 
+    def _yield_to_urgent(self, conn: Any, now: float) -> float:
+        """How long a non-urgent taker leaves the window to a waiting urgent one."""
+        if self.urgent:
+            return 0.0
+        until = conn.execute(select(rate_buckets.c.urgent_until).where(
+            rate_buckets.c.bucket == self.bucket)).scalar()
+        return max(0.0, float(until) - now) if until else 0.0
+
+    def _claim(self, wait: float, now: float) -> None:
+        """An urgent taker must wait `wait`: the slots freed meanwhile are its."""
+        until = now + wait + URGENT_GRACE_S
+        with self.engine.begin() as conn:
+            conn.execute(update(rate_buckets).where(
+                rate_buckets.c.bucket == self.bucket,
+                (rate_buckets.c.urgent_until.is_(None))
+                | (rate_buckets.c.urgent_until < until)).values(urgent_until=until))
+
     def reserve(self, n: int = 1) -> tuple[float, list[int]]:
         """Take `n` slots now and return (0, their rows' keys), or return how long to wait
         before trying again (and no keys)."""
@@ -76,14 +98,18 @@ class SharedSlots:
                 # SQLite the one writer is also busy with the run's own batches).
                 with self.engine.connect() as conn:
                     now = self.clock()
-                    wait = self._wait(self._window(conn, now), now, n)
+                    wait = self._yield_to_urgent(conn, now) or self._wait(
+                        self._window(conn, now), now, n)
                 if wait > 0:
+                    if self.urgent:
+                        self._claim(wait, now)
                     return wait, []
                 with self.engine.begin() as conn:
                     now = self.clock()
                     conn.execute(update(rate_buckets).where(
                         rate_buckets.c.bucket == self.bucket).values(touched=now))
-                    wait = self._wait(self._window(conn, now), now, n)  # again, locked
+                    wait = self._yield_to_urgent(conn, now) or self._wait(
+                        self._window(conn, now), now, n)  # again, locked
                     if wait > 0:
                         return wait, []
                     keys = []

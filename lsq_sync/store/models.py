@@ -198,6 +198,9 @@ rate_buckets = Table(
     "lsq_rate_buckets", metadata,
     Column("bucket", String(64), primary_key=True),
     Column("touched", Double, nullable=False),
+    # Until when (epoch seconds) an urgent taker (listen) waits for a slot: the others
+    # leave the slots freed until then to it.
+    Column("urgent_until", Double),
 )
 rate_slots = Table(
     "lsq_rate_slots", metadata,

@@ -1,7 +1,8 @@
 """Webhook hints and each lead's fetch record: lsq_lead_hints (a hint per webhook, pending
 until a fetch of its lead that started after it is written), lsq_lead_state (when the
 fetch whose result lsq_tasks holds was sent, and how often fetches found a change), and
-lsq_webhook_outcomes (webhooks counted by how `listen` answered them).
+lsq_webhook_outcomes (webhooks counted by how `listen` answered them), and
+lsq_rate_buckets.urgent_until (the shared budget's slots left to listen while it waits).
 
 Revision ID: 0008
 Revises: 0007
@@ -23,6 +24,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    ddl.add_column("lsq_rate_buckets", sa.Column("urgent_until", sa.Double()))
     ddl.create_table(
         "lsq_lead_hints",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -64,3 +66,5 @@ def downgrade() -> None:
     op.drop_table("lsq_webhook_outcomes")
     op.drop_table("lsq_lead_state")
     op.drop_table("lsq_lead_hints")
+    with op.batch_alter_table("lsq_rate_buckets") as batch:
+        batch.drop_column("urgent_until")
