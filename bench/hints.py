@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import workdir
 from sqlalchemy import create_engine, select
 
 from lsq_sync.config import to_toml
 from lsq_sync.store.models import task_history, tasks
 from lsq_sync.testing import Faults, SimConfig, Simulator, WebhookConfig
+
+from common import workdir
 
 SECRET = "bench-secret-0123456789abcdef"
 
