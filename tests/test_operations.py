@@ -277,7 +277,7 @@ def test_doctor(db_url: str, sim: Simulator, make_sim: Callable[..., Simulator],
     good = cli_run(config, "doctor")
     assert good.exit_code == 0, good.output
     assert [ln.split()[1] for ln in good.output.splitlines()] == [
-        "config", "database", "schema", "leads", "credentials", "api"]
+        "config", "database", "schema", "leads", "credentials", "api", "listen"]
     assert "40 rows, 40 usable lead ids" in good.output
 
     elsewhere = make_sim(account_host="https://api-in21.leadsquared.com")
