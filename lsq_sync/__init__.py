@@ -5,7 +5,7 @@ The Python API, for schedulers (Airflow, Dagster, a Kubernetes job of your own):
     import lsq_sync
 
     config = lsq_sync.load_config("lsq_sync.toml")
-    result = lsq_sync.pull(config)          # or push(config), sync(config)
+    result = lsq_sync.pull(config)          # or push(config), sync(config), verify(config)
     print(result.summary())
     result.raise_for_status()               # lsq_sync.RunFailed if leads or edits failed
 
@@ -22,7 +22,8 @@ from lsq_sync.version import __version__
 
 _EXPORTS = {
     "load_config": "lsq_sync.api", "pull": "lsq_sync.api", "push": "lsq_sync.api",
-    "sync": "lsq_sync.api", "Config": "lsq_sync.config", "RunResult": "lsq_sync.core.result",
+    "sync": "lsq_sync.api", "verify": "lsq_sync.api", "Config": "lsq_sync.config",
+    "RunResult": "lsq_sync.core.result",
     "RunCounts": "lsq_sync.store.runs", "RunStatus": "lsq_sync.states",
     "Command": "lsq_sync.states",
     **{name: "lsq_sync.errors" for name in (
@@ -36,10 +37,11 @@ __all__ = [
     "InvalidEdit", "LockedError", "LsqSyncError", "RejectedError", "RunCounts", "RunFailed",
     "RunResult", "RunStatus", "SchemaError", "StillThrottled", "StoreError", "ThrottledError",
     "TransientError", "UnreachableError", "__version__", "load_config", "pull", "push", "sync",
+    "verify",
 ]
 
 if TYPE_CHECKING:
-    from lsq_sync.api import load_config, pull, push, sync
+    from lsq_sync.api import load_config, pull, push, sync, verify
     from lsq_sync.config import Config
     from lsq_sync.core.result import RunResult
     from lsq_sync.errors import (

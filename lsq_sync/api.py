@@ -60,6 +60,19 @@ def sync(config: Config, *, lead_ids: Sequence[str] | None = None, limit: int | 
         return app.sync(config, options, ctx)
 
 
+def verify(config: Config, *, sample: int = 100, seed: int | None = None,
+           stop: threading.Event | None = None, handle_signals: bool = False) -> RunResult:
+    """A drift audit: `sample` leads drawn uniformly at random from [leads].query, each
+    fetched and compared field by field with lsq_tasks before it is written. The result's
+    `drift` holds the share of stale tasks with its 95% interval (a ratio estimator over
+    the sampled leads, with the finite-population correction) and the share of stale
+    leads (Wilson); `seed` makes the draw repeatable."""
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ConfigError(f"sample must be a whole number from 1, not {sample!r}")
+    with _context(stop, handle_signals) as ctx:
+        return app.verify(config, sample=sample, seed=seed, ctx=ctx)
+
+
 def _pull_options(lead_ids: Sequence[str] | None, limit: int | None, restart: bool,
                   full: bool, calls: int | None = None, hints: bool = False) -> PullOptions:
     checked = None

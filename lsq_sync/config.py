@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError
 
 from lsq_sync.errors import ConfigError
 from lsq_sync.redact import url_secrets
-from lsq_sync.states import Auth, LogFormat, LogLevel, NotifyBy, OnConflict
+from lsq_sync.states import Auth, LogFormat, LogLevel, NotifyBy, OnConflict, Strategy
 
 ENV_CONFIG = "LSQ_SYNC_CONFIG"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -169,6 +169,31 @@ def _query(key: str, value: Any) -> str:
     return text
 
 
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+|\d+(?:\.\d+)?")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION = timedelta(days=3650)  # ten years: anything longer is a typo
+
+
+def parse_duration(text: str, option: str = "--max-age") -> timedelta:
+    """'90s', '30m', '2h', '1d', '2w', '1h30m' (a bare number is seconds)."""
+    compact = text.strip().replace(" ", "").lower()
+    shown = repr(text[:40]).encode("ascii", "backslashreplace").decode()
+    if not compact.isascii() or not _DURATION.fullmatch(compact):
+        raise ConfigError(f"{option} {shown} is not a duration such as 30m, 1h30m, 2d or 1w")
+    seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    if seconds > MAX_DURATION.total_seconds():
+        raise ConfigError(f"{option} {shown} is longer than ten years")
+    return timedelta(seconds=seconds)
+
+
+def _duration(key: str, value: Any) -> str:
+    text = _string(key, value).strip()
+    if parse_duration(text, key) <= timedelta(0):
+        raise ConfigError(f"{key} must be longer than zero")
+    return text
+
+
 def setting(default: Any = None, check: Check = _string, *,
             factory: Callable[[], Any] | None = None) -> Any:
     """A config key, declared once: its default and how a value is checked (SCHEMA is
@@ -290,6 +315,18 @@ class ListenConfig:
 
 
 @dataclass(frozen=True)
+class RefreshConfig:
+    # pass: a pull walks the leads query once per lead; freshest: a pull spends its calls
+    # on the leads most likely to be stale (docs/freshness.md)
+    strategy: Strategy = setting("pass", _choice(*get_args(Strategy)))
+    max_interval: str = setting("7d", _duration)  # freshest: no lead waits longer
+
+    @property
+    def max_wait(self) -> timedelta:
+        return parse_duration(self.max_interval, "[refresh].max_interval")
+
+
+@dataclass(frozen=True)
 class Config:
     lsq: LsqConfig = field(default_factory=LsqConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -299,6 +336,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
     source: str = "defaults"
     # "section.key" -> where its value came from: "file" or "environment ($VAR)";
     # a key that is not here has its default.

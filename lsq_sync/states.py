@@ -12,6 +12,7 @@ Auth = Literal["header", "query"]                         # [lsq].auth
 NotifyBy = Literal["1100", "1000"]                        # [push].notify_by
 LogFormat = Literal["auto", "json", "console"]            # [log].format, --log-format
 LogLevel = Literal["debug", "info", "warning", "error"]   # [log].level, --log-level
+Strategy = Literal["pass", "freshest"]                    # [refresh].strategy
 
 
 class Command(StrEnum):
@@ -21,6 +22,7 @@ class Command(StrEnum):
     PUSH = "push"
     SYNC = "sync"
     LISTEN = "listen"  # one run for as long as `listen` serves: its pulls of hinted leads
+    VERIFY = "verify"  # a drift audit of a random sample of leads
 
     @property
     def pulls(self) -> bool:

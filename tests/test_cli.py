@@ -476,7 +476,7 @@ def test_a_config_value_past_any_sense_is_exit_2_naming_the_key(
 def test_durations_take_units_together() -> None:
     from datetime import timedelta
 
-    from lsq_sync.store.health import parse_duration
+    from lsq_sync.config import parse_duration
     assert parse_duration("1h30m") == timedelta(minutes=90)
     assert parse_duration("2w") == timedelta(days=14)
     assert parse_duration(" 90 ") == timedelta(seconds=90)

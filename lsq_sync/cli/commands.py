@@ -503,6 +503,50 @@ def listen(settings: Settings, host: str | None, port: int | None) -> None:
     sys.exit(EXIT_OK)
 
 
+@cli.command()
+@click.option("--sample", type=COUNT, default=100, show_default=True, metavar="N",
+              help="Leads drawn at random from [leads].query (one API call each).")
+@click.option("--seed", type=click.IntRange(min=0), metavar="N",
+              help="Seed of the draw, for a repeatable sample.")
+@click.option("--json", "as_json", is_flag=True, help="The estimate as one JSON object.")
+@click.option("--max-stale", type=click.FloatRange(0, 1), metavar="SHARE",
+              help="Exit 1 when the 95% interval's upper bound of the stale share of tasks "
+                   "exceeds SHARE (e.g. 0.02): an alert for monitoring.")
+@pass_settings
+def verify(settings: Settings, sample: int, seed: int | None, as_json: bool,
+           max_stale: float | None) -> None:
+    """Measure how stale the mirror is: a drift audit of a random sample.
+
+    \b
+    Draws N leads uniformly at random (without replacement) from
+    [leads].query, fetches each, and compares its tasks field by field with
+    lsq_tasks before writing anything: a task is stale when it is missing
+    here, deleted there, or differs in any field. Reports the share of stale
+    tasks with a 95% interval (a ratio estimator over the sampled leads, which
+    are clusters of tasks, with the finite-population correction; see
+    docs/freshness.md) and the share of leads with a stale task (Wilson
+    interval); then writes what it fetched, as a pull would. The estimate is
+    kept (lsq_verify_results) for `status` and the metrics file.
+    """
+    from lsq_sync.core import app
+    cfg = settings.configured()
+    tty = settings.tty
+    result = app.verify(cfg, sample=sample, seed=seed, ctx=graceful(app.Context(tty=tty)))
+    found = result.drift or {}
+    if as_json:
+        click.echo(json.dumps({"run_id": result.run_id, "status": result.status, **found}))
+    else:
+        click.echo(result.summary())
+        kinds = ", ".join(f"{found.get(k, 0)} {k}" for k in ("missing", "deleted", "differing"))
+        click.echo(f"stale tasks: {found.get('stale_tasks', 0)} of {found.get('tasks', 0)} "
+                   f"sampled ({kinds})")
+    if max_stale is not None and found and found["stale_high"] > max_stale:
+        fail(f"stale: up to {found['stale_high']:.2%} of tasks may be stale (95% upper bound), "
+             f"over --max-stale {max_stale:.2%}; see `lsq-sync runs show {result.run_id}`",
+             EXIT_PARTIAL, run_id=result.run_id)
+    run_exit(result, False)
+
+
 def _as_utc_text(value: str) -> str:
     """A date as people type it (2026-02-01T10:00, 2026-02-01 10:00:00, with an offset or
     Z) as `YYYY-MM-DD HH:MM:SS` in UTC; anything else as given, for the check to name."""
@@ -738,16 +782,16 @@ def edits_cancel(settings: Settings, ids: tuple[int, ...]) -> None:
 def status(settings: Settings, as_json: bool, max_age: str | None) -> None:
     """Freshness and health: per command the last run and the last success, the edit
     queue by status, the leads that keep failing, pending webhook hints (and the
-    age of the oldest), webhooks by how `listen` answered them, and runs under
-    way.
+    age of the oldest), webhooks by how `listen` answered them, the last
+    verify's estimate of stale tasks with its bounds, and runs under way.
 
     A pull counts as a success when it succeeded or completed its pass (a pass
     whose only failures are leads kept for retry). With --max-age, exit 1 when
     the last successful pull is older, with one line saying how old.
     """
+    from lsq_sync.config import parse_duration
     from lsq_sync.store import health
-
-    limit = health.parse_duration(max_age) if max_age is not None else None
+    limit = parse_duration(max_age) if max_age is not None else None
     report = health.report(settings.store())
     problem = health.stale(report, limit) if limit is not None else None
     if as_json:
@@ -796,6 +840,12 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
                      + (f", oldest received {ago(oldest)} ago" if oldest else ""))
         lines.append("webhooks " + (", ".join(f"{k} {v}" for k, v in
                                                sorted(report["webhooks"].items())) or "none"))
+    last = report["verify"]
+    if last is not None:
+        lines.append(f"verify {last['stale_share']:.2%} of tasks stale (95% interval "
+                     f"{last['stale_low']:.2%} to {last['stale_high']:.2%}), "
+                     f"{last['lead_share']:.2%} of leads; {last['sampled']} of "
+                     f"{last['population']} leads sampled {ago(last['finished_at'])} ago")
     lines.append(f"failing leads: {report['failing_leads']}")
     for lead in report["failing_leads_top"]:
         lines.append(safe(f"  {lead['lead_id']} failed {lead['failures']} time(s) in a row: "

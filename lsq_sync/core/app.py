@@ -71,6 +71,15 @@ def make_client(cfg: Config, ctx: Context, log: Logger, engine: Engine | None = 
                      stats=stats)
 
 
+def call_budget(cfg: Config) -> float:
+    """Calls per second the freshest allocation spreads over the leads: the account's
+    limit, or less when [lsq].max_calls_per_day says so."""
+    rate = cfg.lsq.rate_limit_calls / cfg.lsq.rate_limit_period_s
+    if cfg.lsq.max_calls_per_day:
+        rate = min(rate, cfg.lsq.max_calls_per_day / 86400)
+    return rate
+
+
 def pull(cfg: Config, options: PullOptions, ctx: Context | None = None) -> RunResult:
     """One pull run: stage the lead ids, fetch and write every lead's tasks."""
     return _run(cfg, Command.PULL, ctx or Context(), options=options)
@@ -84,6 +93,35 @@ def push(cfg: Config, ctx: Context | None = None) -> RunResult:
 def sync(cfg: Config, options: PullOptions, ctx: Context | None = None) -> RunResult:
     """Push, then pull, in one run (see the README for why in that order)."""
     return _run(cfg, Command.SYNC, ctx or Context(), options=options)
+
+
+def verify(cfg: Config, *, sample: int, seed: int | None = None,
+           ctx: Context | None = None) -> RunResult:
+    """One verify run: `sample` leads drawn at random from the leads query, each fetched
+    and compared with lsq_tasks before it is written; the estimate is stored and returned."""
+    from lsq_sync.core.verify import Verifier
+    ctx = ctx or Context()
+    log = get_logger("lsq_sync.verify")
+    cfg.lsq.require_credentials()
+    engine = open_store(cfg)
+    source = leads_engine(cfg, engine)
+    try:
+        opened = Run.open(engine, Command.VERIFY, log, stop=ctx.stop, workers=cfg.lsq.workers,
+                          max_calls_per_day=cfg.lsq.max_calls_per_day)
+        with opened as run, make_client(cfg, ctx, log, engine, run.stats) as client:
+            verifier = Verifier(run, leads_engine=source, query=cfg.leads.query, client=client,
+                                sample=sample, seed=seed, history=cfg.store.history)
+            drift = verifier.verify()
+            if run.stopped is None:
+                verifier.save()
+            found = drift.as_dict()
+            log.info("verified", **{k: v for k, v in found.items() if k != "fields"})
+    finally:
+        publish_metrics(cfg, engine, log)
+    return RunResult(run.id, Command.VERIFY, run.status, run.current(), run.stopped,
+                     by_signal=run.stopped is not None
+                     and ctx.stop.reason == StopReason.SIGNAL, retries=run.stats.retries,
+                     drift=found)
 
 
 def preview_push(cfg: Config, emit: Callable[[Preview], Any], *, offline: bool = False,
@@ -150,7 +188,8 @@ def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
             puller = Puller(run, leads_engine=source, query=cfg.leads.query,
                             client=client, progress=progress,
                             options=options or PullOptions(),
-                            history=cfg.store.history, overlap=cfg.leads.overlap)
+                            history=cfg.store.history, overlap=cfg.leads.overlap,
+                            refresh=cfg.refresh, budget=call_budget(cfg))
             puller.stage()
             puller.pull()
     # A signal that came when nothing was left to do stopped nothing: the run is done.

@@ -11,11 +11,13 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from lsq_sync.config import RefreshConfig
+from lsq_sync.core import freshest
 from lsq_sync.core.progress import Progress
 from lsq_sync.core.run import GRACE_S, Run, Tx
 from lsq_sync.errors import ApiError, ConfigError, FatalError, StoreError
 from lsq_sync.leadsquared.client import LsqClient
-from lsq_sync.store import hints, leads, runs, worklist
+from lsq_sync.store import hints, leads, leadstate, runs, worklist
 from lsq_sync.store.db import chunks, describe
 from lsq_sync.store.tasks import LeadOutcome, write_batch
 from lsq_sync.store.types import utcnow
@@ -53,7 +55,8 @@ class Puller:
 
     def __init__(self, run: Run, *, leads_engine: Engine, query: str, client: LsqClient,
                  progress: Progress, options: PullOptions | None = None,
-                 history: bool = False, overlap: timedelta = timedelta(0)) -> None:
+                 history: bool = False, overlap: timedelta = timedelta(0),
+                 refresh: RefreshConfig | None = None, budget: float = 0.0) -> None:
         self.run = run
         self.engine = run.engine
         self.log = run.log
@@ -67,8 +70,16 @@ class Puller:
         self.overlap = overlap
         # A pass goes over the whole query; --lead-id and --limit runs do not (they never
         # move :last_success, and what they leave is not resumed).
-        self.is_pass = self.options.lead_ids is None and self.options.limit is None \
+        plain = self.options.lead_ids is None and self.options.limit is None \
             and not self.options.hints
+        # "freshest" chooses leads (unless --full asks for a pass); it is also a pass when
+        # the query selects by :last_success: the leads it names are fetched first, and
+        # the watermark moves as a pass moves it (README, "Freshness").
+        self.freshest = plain and not self.options.full and refresh is not None \
+            and refresh.strategy == "freshest"
+        self.refresh = refresh
+        self.budget = budget
+        self.is_pass = plain and (not self.freshest or leads.uses_param(query, "last_success"))
         self._skip_warnings = 0
         self._buffer: list[LeadOutcome] = []
         self._last_flush = time.monotonic()
@@ -87,12 +98,37 @@ class Puller:
     def _sources(self) -> Iterable[list[Any]]:
         if self.options.lead_ids is not None:
             return [list(self.options.lead_ids)]
-        if self.options.hints:
+        if self.options.hints or self.freshest:
             resolved = hints.resolve(self.engine)
             if resolved:
                 self.log.info("hints_resolved", hints=resolved)
-            return [hints.pending_leads(self.engine)]
+            hinted = hints.pending_leads(self.engine)
+            if self.options.hints:
+                return [hinted]
+            return self._freshest(hinted)
         return leads.stream_query(self.leads_engine, self.query, self.params)
+
+    def _freshest(self, hinted: list[str]) -> Iterable[list[Any]]:
+        """Hinted leads, then (a pass) the leads the query names by :last_success, then the
+        policy's choice among all of the query's leads (freshest.order)."""
+        assert self.refresh is not None
+        yield hinted
+        if self.is_pass:
+            yield from leads.stream_query(self.leads_engine, self.query, self.params)
+        candidates = []
+        for batch in leads.stream_query(self.leads_engine, self.query, {"last_success": None}):
+            for value in batch:
+                lead_id, _why = leads.check_lead_id(value)
+                if lead_id is not None:
+                    candidates.append(lead_id)
+        known = {lead: freshest.History(p.fetched_at, p.fetches, p.changes, p.quiet_s,
+                                        p.change_gaps, p.tasks)
+                 for lead, p in leadstate.everything(self.engine).items()}
+        chosen = freshest.order(candidates, known, utcnow(), budget=self.budget,
+                                max_interval=self.refresh.max_wait, limit=self.run.stats.cap)
+        self.log.info("freshest_chosen", candidates=len(set(candidates)), chosen=len(chosen),
+                      hinted=len(hinted), budget_per_s=round(self.budget, 4))
+        yield chosen
 
     def stage(self) -> worklist.Staged:
         """List this run's leads. A pass: first what an unfinished pass left (with the
@@ -174,6 +210,10 @@ class Puller:
             started = runs.complete_pass(self.engine, self.run.id)
             if started is not None:
                 self._settle_orphan_hints(started)
+        elif self.freshest and complete:
+            # Every chosen lead done: a success for `status`, with no pass_started_at, so
+            # :last_success (a pass's watermark) does not move.
+            runs.complete_pass(self.engine, self.run.id)
 
     def _settle_orphan_hints(self, started: datetime) -> None:
         """Hints naming a task no lead of a complete pass holds: about no lead we mirror."""

@@ -4,6 +4,7 @@ dlt's LoadInfo carries its own)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from lsq_sync.errors import RunFailed
 from lsq_sync.states import Command, RunStatus
@@ -26,6 +27,7 @@ class RunResult:
     stopped: str | None = None      # why it ended before doing everything (cap, signal)
     by_signal: bool = False
     retries: int = 0                # transient failures retried (5xx, timeouts, drops)
+    drift: dict[str, Any] | None = None  # verify: what the sample found (Drift.as_dict)
 
     @property
     def failed(self) -> bool:
@@ -41,6 +43,12 @@ class RunResult:
                          f"{c.tasks_deleted:,} marked deleted")
         if self.command in (Command.PUSH, Command.SYNC):
             parts.append(f"{_plural(c.edits_sent, 'edit')} sent")
+        if self.command == Command.VERIFY and self.drift is not None:
+            d = self.drift
+            parts.append(f"{d['sampled']:,} of {d['population']:,} leads sampled: "
+                         f"{d['stale_share']:.2%} of tasks stale (95% interval "
+                         f"{d['stale_low']:.2%} to {d['stale_high']:.2%}), "
+                         f"{d['lead_share']:.2%} of leads")
         retried = f", {self.retries:,} retried" if self.retries else ""
         parts.append(f"{_plural(c.api_calls, 'API call')} ({c.throttled:,} throttled{retried})")
         return f"{self.command} run {self.run_id} {self.status}: " + ", ".join(parts)

@@ -29,7 +29,7 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 LOCKS = {Command.PULL: ["pull"], Command.PUSH: ["push"], Command.SYNC: ["push", "pull"],
-         Command.LISTEN: ["listen"]}
+         Command.LISTEN: ["listen"], Command.VERIFY: ["verify"]}
 GRACE_S = 5.0     # on a stop, how long requests in flight may take
 TICK_S = 0.5      # how often the driver looks at the stop while requests are in flight
 

@@ -3,7 +3,6 @@ Prometheus textfile that carries the same to monitoring."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,33 +10,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from lsq_sync.errors import ConfigError, StoreError
+from lsq_sync.errors import StoreError
 from lsq_sync.states import Command, EditStatus, RunStatus
-from lsq_sync.store import hints
+from lsq_sync.store import hints, verifications
 from lsq_sync.store.models import failed_leads, sync_runs, task_edits
 from lsq_sync.store.runs import RunCounts
 from lsq_sync.store.types import utcnow
 
 COMMANDS = tuple(Command)
 COUNT_NAMES = list(RunCounts().as_dict())
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+|\d+(?:\.\d+)?")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-MAX_DURATION = timedelta(days=3650)  # ten years: anything longer is a typo
-
-
-def parse_duration(text: str, option: str = "--max-age") -> timedelta:
-    """'90s', '30m', '2h', '1d', '2w', '1h30m' (a bare number is seconds)."""
-    compact = text.strip().replace(" ", "").lower()
-    shown = repr(text[:40]).encode("ascii", "backslashreplace").decode()
-    if not compact.isascii() or not _DURATION.fullmatch(compact):
-        raise ConfigError(f"{option} {shown} is not a duration such as 30m, 1h30m, 2d or 1w")
-    seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
-    if seconds > MAX_DURATION.total_seconds():
-        raise ConfigError(f"{option} {shown} is longer than ten years")
-    return timedelta(seconds=seconds)
-
-
 def _run(row: Any) -> dict[str, Any]:
     finished = row.finished_at
     return {"id": row.id, "status": row.status, "started_at": row.started_at,
@@ -80,6 +61,7 @@ def report(engine: Engine) -> dict[str, Any]:
                       "oldest_at": oldest,
                       "oldest_age_s": (utcnow() - oldest).total_seconds() if oldest else None},
             "webhooks": hints.outcomes(engine),
+            "verify": verifications.last(engine),
             "last_pull_success_at": max((p for p in pulls if p), default=None),
             # Every status, and any odd value another system wrote (until a push fails it).
             "edits": {**{s.value: 0 for s in EditStatus}, **edits},
@@ -169,6 +151,18 @@ def write_textfile(path: str, report_: dict[str, Any]) -> None:
                      "timeout).", ("outcome",))
     for outcome, n in report_["webhooks"].items():
         webhooks.labels(outcome).set(n)
+    last = report_["verify"]
+    if last is not None:
+        share = gauge("lsq_sync_verify_stale_share", "The last verify's estimated share of "
+                      "stale tasks, and its 95% interval's bounds.", ("bound",))
+        leads_ = gauge("lsq_sync_verify_stale_lead_share", "The last verify's estimated "
+                       "share of leads with a stale task, and its 95% interval's bounds.",
+                       ("bound",))
+        for bound, suffix in (("estimate", "share"), ("low", "low"), ("high", "high")):
+            share.labels(bound).set(last[f"stale_{suffix}"])
+            leads_.labels(bound).set(last[f"lead_{suffix}"])
+        gauge("lsq_sync_verify_timestamp_seconds", "When the last verify finished."
+              ).set(last["finished_at"].timestamp())
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,11 @@ def check_lead_id(value: Any) -> tuple[str | None, str | None]:
     return candidate, None
 
 
+def uses_param(query: str, name: str) -> bool:
+    """Whether the query names :`name` (as _statement binds it)."""
+    return re.search(rf"(?<!:):{name}\b", query) is not None
+
+
 def _statement(query: str, available: dict[str, Any]) -> tuple[TextClause, dict[str, Any]]:
     """The query with the parameters it names bound (datetimes as UTC timestamps)."""
     used = {k: v for k, v in available.items() if re.search(rf"(?<!:):{k}\b", query)}

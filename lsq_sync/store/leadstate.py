@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from lsq_sync.store.db import chunks
 from lsq_sync.store.models import lead_state
@@ -28,6 +28,7 @@ class Prior:
     changes: int
     quiet_s: float
     change_gaps: list[float]
+    tasks: int = 0
 
 
 def claim(conn: Connection, sent: Mapping[str, datetime]) -> dict[str, Prior]:
@@ -82,6 +83,14 @@ def record(conn: Connection, won: Mapping[str, Prior], sent: Mapping[str, dateti
     if found:
         conn.execute(update(lead_state).where(where)
                      .values(**values, changed_at=bindparam("b_changed_at")), found)
+
+
+def everything(engine: Engine) -> dict[str, Prior]:
+    """Every lead's record (the freshest strategy's input), with its task count."""
+    with engine.connect() as conn:
+        return {row.lead_id: Prior(row.fetched_at, row.fetches, row.changes, row.quiet_s,
+                                   _gaps(row.change_gaps), row.tasks)
+                for row in conn.execute(select(lead_state))}
 
 
 def _gaps(text: str | None) -> list[float]:

@@ -252,3 +252,27 @@ webhook_outcomes = Table(
     Column("count", Integer, nullable=False),
     Column("last_at", UTCDateTime(), nullable=False),
 )
+
+# What each `verify` run estimated: the share of stale tasks (a ratio estimator over a
+# cluster sample of leads, with its 95% interval) and of stale leads (Wilson), and the kinds.
+verify_results = Table(
+    "lsq_verify_results", metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("finished_at", UTCDateTime(), nullable=False),
+    Column("population", Integer, nullable=False),
+    Column("sampled", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("tasks", Integer, nullable=False),
+    Column("stale_tasks", Integer, nullable=False),
+    Column("stale_share", Double, nullable=False),
+    Column("stale_low", Double, nullable=False),
+    Column("stale_high", Double, nullable=False),
+    Column("stale_leads", Integer, nullable=False),
+    Column("lead_share", Double, nullable=False),
+    Column("lead_low", Double, nullable=False),
+    Column("lead_high", Double, nullable=False),
+    Column("missing", Integer, nullable=False),
+    Column("deleted", Integer, nullable=False),
+    Column("differing", Integer, nullable=False),
+    Column("fields", Text),  # JSON: how many stale tasks differed in each field
+)

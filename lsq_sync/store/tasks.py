@@ -179,3 +179,12 @@ def record_history(conn: Connection, task_ids: Sequence[str], now: datetime) -> 
 def overlay(conn: Connection, task_id: str, values: Mapping[str, Any]) -> None:
     """Lay the values a push just sent over the task's row (see core.push._apply)."""
     conn.execute(update(tasks).where(tasks.c.task_id == task_id).values(**values))
+
+
+def local_tasks(conn: Connection, lead_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The rows of lsq_tasks of each lead (deleted ones too), by lead and task id."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for part in chunks(sorted(set(lead_ids))):
+        for row in conn.execute(select(tasks).where(tasks.c.lead_id.in_(part))).mappings():
+            found.setdefault(row["lead_id"], {})[row["task_id"]] = dict(row)
+    return found

@@ -2,7 +2,8 @@
 until a fetch of its lead that started after it is written), lsq_lead_state (when the
 fetch whose result lsq_tasks holds was sent, and how often fetches found a change), and
 lsq_webhook_outcomes (webhooks counted by how `listen` answered them), and
-lsq_rate_buckets.urgent_until (the shared budget's slots left to listen while it waits).
+lsq_rate_buckets.urgent_until (the shared budget's slots left to listen while it waits);
+and lsq_verify_results (what each `verify` estimated).
 
 Revision ID: 0008
 Revises: 0007
@@ -10,6 +11,7 @@ Create Date: 2026-12-04
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -62,7 +64,27 @@ def upgrade() -> None:
     )
 
 
+    cols: list[sa.Column[Any]] = [sa.Column(name, sa.Integer(), nullable=False) for name in (
+        "population", "sampled", "failed", "tasks", "stale_tasks")]
+    shares: list[sa.Column[Any]] = [sa.Column(name, sa.Double(), nullable=False) for name in (
+        "stale_share", "stale_low", "stale_high")]
+    leads: list[sa.Column[Any]] = [sa.Column("stale_leads", sa.Integer(), nullable=False)] + [
+        sa.Column(name, sa.Double(), nullable=False) for name in (
+            "lead_share", "lead_low", "lead_high")]
+    kinds: list[sa.Column[Any]] = [sa.Column(name, sa.Integer(), nullable=False) for name in (
+        "missing", "deleted", "differing")]
+    ddl.create_table(
+        "lsq_verify_results",
+        sa.Column("run_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("finished_at", UTCDateTime(), nullable=False),
+        *cols, *shares, *leads, *kinds,
+        sa.Column("fields", sa.Text()),
+        sa.PrimaryKeyConstraint("run_id", name="pk_lsq_verify_results"),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("lsq_verify_results")
     op.drop_table("lsq_webhook_outcomes")
     op.drop_table("lsq_lead_state")
     op.drop_table("lsq_lead_hints")
