@@ -15,7 +15,7 @@ from .helpers import fill_leads_table
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 23])
+@pytest.mark.parametrize("seed", [11])  # more seeds: bench/crash_loop.py
 def test_killed_syncs_lose_and_duplicate_nothing(seed: int, sqlite_url: str,
                                                  make_sim: Callable[..., Simulator],
                                                  tmp_path: Path) -> None:

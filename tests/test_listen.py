@@ -188,6 +188,9 @@ def test_a_database_that_goes_away_gets_503_and_nothing_is_acknowledged(
 
 def test_a_changed_task_reaches_lsq_tasks_through_a_webhook(
         make_sim: Callable[..., Simulator], db_url: str) -> None:
+    if db_url.startswith("mysql"):
+        pytest.skip("SQLite and PostgreSQL hold listen's path; test_fetch_order covers the "
+                    "hint SQL on MariaDB")
     sim = make_sim(leads=12)
     fill_leads_table(db_url, sim.state.lead_ids())
     cfg = listen_config(sim, db_url)

@@ -148,3 +148,33 @@ def test_freshest_fetches_never_fetched_leads_first_then_the_overdue_then_the_ch
     assert again == {old, hot}  # the overdue one, then the one whose changes wait
     assert run.pass_started_at is None  # no pass: :last_success does not move
     engine.dispose()
+
+
+def test_freshest_calls_follow_the_changes(sim: Simulator, sqlite_url: str,
+                                           tmp_path: Path) -> None:
+    """Ten leads change before every pull, thirty never do. A pass would give the ten a
+    quarter of the calls; once each lead's record says which is which, freshest gives
+    them half as many again, and more as the records grow."""
+    cfg, _path = setup(sim, sqlite_url, tmp_path, strategy="freshest")
+    api.pull(cfg)  # every lead once (never fetched: all first)
+    leads_with_tasks = [lead for lead in sim.state.lead_ids() if sim.state.tasks_of(lead)]
+    hot = set(leads_with_tasks[:10])
+    engine = db.make_engine(sqlite_url)
+
+    def fetches() -> dict[str, int]:
+        with engine.connect() as conn:
+            return {r.lead_id: r.fetches for r in conn.execute(select(lead_state))}
+
+    for round_ in range(24):
+        if round_ == 12:
+            learnt = fetches()
+        for lead in sorted(hot):
+            task_id = sim.state.tasks_of(lead)[0]["TaskID"]
+            sim.state.change_task(task_id, Description=f"round {round_}")
+        assert api.pull(cfg, calls=10).counts.api_calls == 10
+    final = fetches()
+    engine.dispose()
+    on_hot = sum(final[lead] - learnt[lead] for lead in hot)
+    on_cold = sum(n - learnt[lead] for lead, n in final.items() if lead not in hot)
+    assert on_hot + on_cold == 120
+    assert on_hot >= 45, (on_hot, on_cold)  # a pass: 30

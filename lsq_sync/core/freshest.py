@@ -60,6 +60,20 @@ def estimate(histories: Mapping[str, History]) -> dict[str, float]:
     return {lead: pooled if rate is None else rate for lead, rate in own.items()}
 
 
+def observed_budget(histories: Mapping[str, History]) -> float | None:
+    """The fetch rate (per second) the pulls so far have kept up: the sum over leads of
+    fetches per second of each lead's own observed span (leads without an interval yet
+    count at the mean of the others). None before any lead was fetched twice."""
+    rates = []
+    for h in histories.values():
+        n, _x, seconds = _observed(h)
+        if n > 0 and seconds > 0:
+            rates.append(n / seconds)
+    if not rates:
+        return None
+    return sum(rates) * len(histories) / len(rates)
+
+
 def _g(x: float) -> float:
     """The marginal freshness of fetching more often, times the change rate:
     1 - (1 + x) e^-x, with x = change rate / fetch rate (increasing from 0 to 1)."""

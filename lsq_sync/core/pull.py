@@ -124,10 +124,16 @@ class Puller:
         known = {lead: freshest.History(p.fetched_at, p.fetches, p.changes, p.quiet_s,
                                         p.change_gaps, p.tasks)
                  for lead, p in leadstate.everything(self.engine).items()}
-        chosen = freshest.order(candidates, known, utcnow(), budget=self.budget,
+        budget = self.budget
+        if self.run.stats.cap:
+            # A capped pull (--calls, a cron line's share of the budget): the rate the
+            # allocation spreads is what the pulls have kept up, not the account's limit.
+            kept = freshest.observed_budget(known)
+            budget = min(budget, kept) if kept else budget
+        chosen = freshest.order(candidates, known, utcnow(), budget=budget,
                                 max_interval=self.refresh.max_wait, limit=self.run.stats.cap)
         self.log.info("freshest_chosen", candidates=len(set(candidates)), chosen=len(chosen),
-                      hinted=len(hinted), budget_per_s=round(self.budget, 4))
+                      hinted=len(hinted), budget_per_s=round(budget, 4))
         yield chosen
 
     def stage(self) -> worklist.Staged:
