@@ -159,3 +159,9 @@ def _clean_log_context() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: the workers start on them, and the many short ones fill in
+    behind, instead of a long one starting last and holding the run's end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

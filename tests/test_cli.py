@@ -193,6 +193,7 @@ def test_rejected_credentials_are_exit_3(ready: Callable[..., Path]) -> None:
     assert "rejected the credentials or the host" in one_line_error(result)
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = invoke("demo", "--dir", str(tmp_path / "demo"), "--leads", "30")
     assert result.exit_code == 0, result.output
@@ -205,7 +206,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     runs = invoke("--config", str(tmp_path / "demo" / "lsq_sync.toml"), "runs")
     assert runs.exit_code == 0 and len(runs.output.splitlines()) == 4  # pull, pull, listen
     assert '"event"' not in result.output  # the runs' sentences, not their log lines
-    again = invoke("demo", "--dir", str(tmp_path / "demo"), "--leads", "30")
+    again = invoke("demo", "--dir", str(tmp_path / "demo"), "--leads", "10")
     assert again.exit_code == 0 and "an earlier demo's database there was replaced" in \
         again.output
     runs = invoke("--config", str(tmp_path / "demo" / "lsq_sync.toml"), "runs")

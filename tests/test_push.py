@@ -707,6 +707,7 @@ def test_statuses_from_other_systems_mean_themselves_or_fail_with_a_reason(
     assert update_calls(sim) == (1 if outcome == "sent" else 0)
 
 
+@pytest.mark.slow
 def test_one_read_serves_every_task_of_a_lead(db_url: str, engine: Engine,
                                               make_sim: Callable[..., Simulator],
                                               make_config: Callable[..., Config]) -> None:
@@ -823,6 +824,7 @@ def test_a_task_the_read_cannot_parse_holds_back_only_its_own_edits(setup: Setup
 
 # -- a read has an age: no Update relies on a read older than max_read_age_s ------------
 
+@pytest.mark.slow
 def test_no_update_is_built_on_a_read_that_aged_behind_the_limiter(
         sqlite_url: str, make_sim: Callable[..., Simulator],
         make_config: Callable[..., Config]) -> None:

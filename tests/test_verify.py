@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
@@ -150,6 +151,7 @@ def test_freshest_fetches_never_fetched_leads_first_then_the_overdue_then_the_ch
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_freshest_calls_follow_the_changes(sim: Simulator, sqlite_url: str,
                                            tmp_path: Path) -> None:
     """Ten leads change before every pull, thirty never do. A pass would give the ten a
