@@ -168,7 +168,8 @@ def test_a_database_that_goes_away_gets_503_and_nothing_is_acknowledged(
         engine = db.make_engine(url)
         from lsq_sync.store import schema
         schema.upgrade(engine)
-        with listening(listen_config(sim, url, pull=False)) as (where, _):
+        # pull = true: its puller meets the outage too, and must not take listen down.
+        with listening(listen_config(sim, url)) as (where, _):
             assert post(where, {"LeadId": sim.state.lead_id(1)}).status_code == 200
             name = engine.url.database
             admin = create_engine(engine.url.set(database="postgres"),
@@ -180,7 +181,9 @@ def test_a_database_that_goes_away_gets_503_and_nothing_is_acknowledged(
             assert gone.status_code == 503 and gone.json()["ok"] is False
             base = where.url.rsplit("/lsq/", 1)[0]
             assert httpx.get(f"{base}/healthz", timeout=10).status_code == 503
+            time.sleep(1.5)  # the puller's next look at the database fails, and it goes on
             assert post(where, {"LeadId": "x"}).status_code == 200  # still up
+            assert httpx.get(f"{base}/healthz", timeout=10).status_code == 503
         engine.dispose()
     finally:
         made.close()

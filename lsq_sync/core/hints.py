@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from lsq_sync.config import Config
 from lsq_sync.control import StopReason
@@ -16,16 +17,19 @@ from lsq_sync.core.progress import Progress
 from lsq_sync.core.pull import Puller, PullOptions
 from lsq_sync.core.result import RunResult
 from lsq_sync.core.run import Run
+from lsq_sync.errors import StoreError
 from lsq_sync.leadsquared.client import LsqClient
 from lsq_sync.logs import Logger
 from lsq_sync.states import Command
 from lsq_sync.store import hints, worklist
+from lsq_sync.store.db import describe
 
 ROUND_LEADS = 100     # leads per round: a round's leads are written before the next starts
 IDLE_S = 1.0          # without a wake-up, look for hints (other listeners') this often
 FIRST_RETRY_S = 5.0   # a lead whose fetch failed waits this long, doubling, ...
 MAX_RETRY_S = 600.0   # ... up to this; its hint stays pending meanwhile
 HOUSEKEEPING_S = 60.0
+DB_RETRY_S = 5.0      # a database that does not answer is asked again this often
 
 
 @dataclass
@@ -73,17 +77,26 @@ class HintPuller:
                                         run.stats, urgent=True) as client:
             housekeeping = 0.0
             while not self.ctx.stop.is_set():
-                if time.monotonic() - housekeeping >= HOUSEKEEPING_S:
-                    housekeeping = time.monotonic()
-                    hints.resolve(self.engine)
-                    hints.prune(self.engine)
-                leads = self.backoff.due(hints.pending_leads(self.engine, ROUND_LEADS * 4),
-                                         time.monotonic())[:ROUND_LEADS]
-                if not leads:
-                    self.wake.wait(IDLE_S)
-                    self.wake.clear()
-                    continue
-                self._round(run, client, leads)
+                try:
+                    if time.monotonic() - housekeeping >= HOUSEKEEPING_S:
+                        housekeeping = time.monotonic()
+                        hints.resolve(self.engine)
+                        hints.prune(self.engine)
+                    leads = self.backoff.due(hints.pending_leads(self.engine,
+                                                                 ROUND_LEADS * 4),
+                                             time.monotonic())[:ROUND_LEADS]
+                    if not leads:
+                        self.wake.wait(IDLE_S)
+                        self.wake.clear()
+                        continue
+                    self._round(run, client, leads)
+                except (SQLAlchemyError, StoreError) as exc:
+                    # The database went away: the hints wait in it (or were never
+                    # acknowledged); listen stays up and tries again.
+                    error = exc if isinstance(exc, StoreError) else describe(exc)
+                    self.log.error("hint_pull_failed", error=str(error),
+                                   action=f"trying again in {DB_RETRY_S:g} s")
+                    self.ctx.stop.wait(DB_RETRY_S)
             if self.ctx.stop.reason == StopReason.SIGNAL:
                 run.stopped = None  # a listener stopped by SIGTERM ended as it should
         return RunResult(run.id, Command.LISTEN, run.status, run.current(), run.stopped,
