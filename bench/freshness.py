@@ -13,12 +13,11 @@ the policy). Also verify's interval coverage over --coverage seeded samples of o
 from __future__ import annotations
 
 import argparse
-import statistics
 import threading
 import time
 from typing import Any
 
-from hints import SECRET, Recorder, latency, stale_share
+from hints import SECRET, Recorder, latency, stale_share, summary
 from sqlalchemy import create_engine
 
 from lsq_sync import api, config, logs
@@ -101,9 +100,7 @@ def arm(name: str, args: argparse.Namespace) -> dict[str, Any]:
     calls = sim.meter.snapshot()["accepted"] - calls_before
     latencies, missed = latency(engine, recorder.changes[first_change:], start, args.seconds)
     sim.stop()
-    q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
-    return {"arm": name, "stale": statistics.fmean(samples), "p50": q[9], "p95": q[18],
-            "changes": len(latencies) + missed, "missed": missed, "calls": calls}
+    return summary(name, samples, latencies, missed, calls)
 
 
 def main() -> None:

@@ -145,10 +145,15 @@ def arm(name: str, args: argparse.Namespace) -> dict[str, Any]:
     calls, throttled = snapshot["accepted"] - calls_before, snapshot["throttled"]
     latencies, missed = latency(engine, recorder.changes[first_change:], start, args.seconds)
     sim.stop()
+    return {**summary(name, samples, latencies, missed, calls), "throttled": throttled}
+
+
+def summary(name: str, samples: list[float], latencies: list[float], missed: int,
+            calls: int) -> dict[str, Any]:
+    """An arm's figures: mean stale share, change-to-row p50/p95, changes, calls."""
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
     return {"arm": name, "stale": statistics.fmean(samples), "p50": q[9], "p95": q[18],
-            "changes": len(latencies) + missed, "missed": missed, "calls": calls,
-            "throttled": throttled}
+            "changes": len(latencies) + missed, "missed": missed, "calls": calls}
 
 
 def latency(engine: Any, changes: list[tuple[float, str, str, str | None]], start: float,

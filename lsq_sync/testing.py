@@ -216,12 +216,16 @@ class SimState:
             found = self._locate(task_id)
             return dict(found[1]) if found else None
 
+    def _existing(self, task_id: str) -> tuple[str, dict[str, Any]]:
+        """The task's lead and the task itself (the live copy); KeyError if it is gone."""
+        found = self._locate(task_id)
+        if found is None:
+            raise KeyError(task_id)
+        return found
+
     def delete_task(self, task_id: str) -> None:
         with self.lock:
-            found = self._locate(task_id)
-            if found is None:
-                raise KeyError(task_id)
-            lead_id, task = found
+            lead_id, task = self._existing(task_id)
             self._overrides[lead_id].remove(task)
             self._graveyard[task_id] = (lead_id, task)
             self._where.pop(task_id, None)
@@ -236,10 +240,7 @@ class SimState:
 
     def move_task(self, task_id: str, to_lead: str) -> None:
         with self.lock:
-            found = self._locate(task_id)
-            if found is None:
-                raise KeyError(task_id)
-            lead_id, task = found
+            lead_id, task = self._existing(task_id)
             self._overrides[lead_id].remove(task)
             self._materialise(to_lead).append(task)
             self._where[task_id] = to_lead
@@ -248,12 +249,10 @@ class SimState:
 
     def change_task(self, task_id: str, **fields: Any) -> None:
         with self.lock:
-            found = self._locate(task_id)
-            if found is None:
-                raise KeyError(task_id)
-            found[1].update(fields)
+            lead_id, task = self._existing(task_id)
+            task.update(fields)
             completed = fields.get("Status") == "Completed"
-            self._changed(EVENT_COMPLETE if completed else EVENT_UPDATE, found[0], task_id)
+            self._changed(EVENT_COMPLETE if completed else EVENT_UPDATE, lead_id, task_id)
 
     def add_task(self, lead_id: str, task: dict[str, Any]) -> None:
         with self.lock:
