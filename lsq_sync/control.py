@@ -23,13 +23,31 @@ class Stop(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self.reason: StopReason | None = None
+        self._asked: set[StopReason] = set()
         self._reason_lock = threading.Lock()
 
     def set(self, reason: StopReason = StopReason.SIGNAL) -> None:
         with self._reason_lock:
+            self._asked.add(reason)
             if self.reason is None:
                 self.reason = reason
         super().set()
+
+    def forgive_fatal(self) -> bool:
+        """Undo a FATAL stop nothing else asked for (a long run that outlives a database
+        outage); returns whether the stop is now clear. A signal or cap that came after
+        it still stops."""
+        with self._reason_lock:
+            self._asked.discard(StopReason.FATAL)
+            if self.reason != StopReason.FATAL:
+                return not self.is_set()
+            others = [r for r in StopReason if r in self._asked]
+            if others:
+                self.reason = others[0]
+                return False
+            self.reason = None
+            super().clear()
+            return True
 
 
 class Stats:

@@ -29,7 +29,7 @@ from lsq_sync.listen import app as listen_app
 from lsq_sync.listen import service
 from lsq_sync.store import db, hints
 from lsq_sync.store.models import lead_hints, sync_runs, tasks
-from lsq_sync.testing import Simulator, WebhookConfig
+from lsq_sync.testing import Faults, Simulator, WebhookConfig
 from tests.helpers import fill_leads_table, settings_for, write_config
 
 SECRET = "s3cret-webhook-value"
@@ -161,29 +161,34 @@ def test_a_client_that_stalls_gets_408_and_the_listener_stays_up(
 
 
 def test_a_database_that_goes_away_gets_503_and_nothing_is_acknowledged(
-        sim: Simulator, make_sim: Callable[..., Simulator]) -> None:
+        make_sim: Callable[..., Simulator]) -> None:
     made = pytest.importorskip("tests.conftest")._throwaway("postgresql")
     url = next(made)
     try:
         engine = db.make_engine(url)
         from lsq_sync.store import schema
         schema.upgrade(engine)
-        # pull = true: its puller meets the outage too, and must not take listen down.
-        with listening(listen_config(sim, url)) as (where, _):
-            assert post(where, {"LeadId": sim.state.lead_id(1)}).status_code == 200
+        # pull = true: its puller meets the outage too, and must not take listen down. A
+        # slow API keeps the hinted lead's fetch in flight while the database goes, so the
+        # round's write is what fails (the run's FATAL stop, which listen outlives).
+        slow = make_sim(leads=5, faults=Faults(latency_ms=(800, 800)))
+        with capture_logs() as logs, listening(listen_config(slow, url)) as (where, _):
+            assert post(where, {"LeadId": slow.state.lead_id(1)}).status_code == 200
+            time.sleep(0.4)
             name = engine.url.database
             admin = create_engine(engine.url.set(database="postgres"),
                                   isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
             admin.dispose()
-            gone = post(where, {"LeadId": sim.state.lead_id(2)})
+            gone = post(where, {"LeadId": slow.state.lead_id(2)})
             assert gone.status_code == 503 and gone.json()["ok"] is False
             base = where.url.rsplit("/lsq/", 1)[0]
             assert httpx.get(f"{base}/healthz", timeout=10).status_code == 503
-            time.sleep(1.5)  # the puller's next look at the database fails, and it goes on
+            time.sleep(1.5)  # the round's write fails, and the puller goes on
             assert post(where, {"LeadId": "x"}).status_code == 200  # still up
             assert httpx.get(f"{base}/healthz", timeout=10).status_code == 503
+        assert any(e["event"] == "hint_pull_failed" for e in logs)
         engine.dispose()
     finally:
         made.close()

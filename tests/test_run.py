@@ -111,6 +111,21 @@ def test_the_first_stop_reason_stands() -> None:
     assert stop.is_set() and stop.reason == StopReason.CALL_CAP
 
 
+def test_a_fatal_stop_is_forgiven_only_when_nothing_else_asked_to_stop() -> None:
+    alone = Stop()
+    alone.set(StopReason.FATAL)
+    assert alone.forgive_fatal() and not alone.is_set() and alone.reason is None
+    signalled = Stop()
+    signalled.set(StopReason.FATAL)
+    signalled.set(StopReason.SIGNAL)  # a SIGTERM during the outage still ends listen
+    assert not signalled.forgive_fatal()
+    assert signalled.is_set() and signalled.reason == StopReason.SIGNAL
+    first = Stop()
+    first.set(StopReason.SIGNAL)
+    first.set(StopReason.FATAL)
+    assert not first.forgive_fatal() and first.reason == StopReason.SIGNAL
+
+
 def test_the_call_past_the_cap_is_refused_and_stops_the_run() -> None:
     stop = Stop()
     stats = Stats(cap=2, stop=stop)

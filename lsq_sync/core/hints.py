@@ -96,7 +96,10 @@ class HintPuller:
                     error = exc if isinstance(exc, StoreError) else describe(exc)
                     self.log.error("hint_pull_failed", error=str(error),
                                    action=f"trying again in {DB_RETRY_S:g} s")
-                    self.ctx.stop.wait(DB_RETRY_S)
+                    # A round that met it stopped the run (FATAL, as a pass must); listen
+                    # outlives it unless a signal came meanwhile.
+                    if self.ctx.stop.forgive_fatal():
+                        self.ctx.stop.wait(DB_RETRY_S)
             if self.ctx.stop.reason == StopReason.SIGNAL:
                 run.stopped = None  # a listener stopped by SIGTERM ended as it should
         return RunResult(run.id, Command.LISTEN, run.status, run.current(), run.stopped,
