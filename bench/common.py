@@ -55,9 +55,13 @@ def write_config(path: Path, sim_url: str, db_url: str, **lsq: Any) -> Path:
 
 def run_cli(*args: str, timeout: float | None = None) -> tuple[int, float, float, float]:
     """Run lsq-sync; returns (exit code, wall seconds, CPU seconds, peak RSS MB)."""
+    return run_cmd([sys.executable, "-m", "lsq_sync", *args], timeout=timeout)
+
+
+def run_cmd(argv: list[str], timeout: float | None = None) -> tuple[int, float, float, float]:
+    """Run a command; returns (exit code, wall seconds, CPU seconds, peak RSS MB)."""
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "lsq_sync", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = None if timeout is None else start + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -67,7 +71,7 @@ def run_cli(*args: str, timeout: float | None = None) -> tuple[int, float, float
             proc.terminate()
             pid, status, usage = os.wait4(proc.pid, 0)
             break
-        time.sleep(0.05)
+        time.sleep(0.005)
     wall = time.monotonic() - start
     cpu = usage.ru_utime + usage.ru_stime
     return os.waitstatus_to_exitcode(status), wall, cpu, usage.ru_maxrss / 1024

@@ -165,8 +165,9 @@ class Refusing:
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
         self.taken = 0
-        self.restamped = []
-        self.released = []
+        self.sent_keys: list[int] = []
+        self.released: list[int] = []
+        self.closed = False
 
     def reserve(self, n: int = 1) -> tuple[float, list[int]]:
         if self.refusals:
@@ -175,14 +176,17 @@ class Refusing:
         self.taken += n
         return 0.0, list(range(self.taken - n, self.taken))
 
-    def restamp(self, key: int) -> None:
-        self.restamped.append(key)
+    def sent(self, key: int) -> None:
+        self.sent_keys.append(key)
 
     def release(self, keys: Sequence[int]) -> None:
         self.released.extend(keys)
 
     def tighten(self, calls: int, period: float) -> None:
         pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def test_a_slot_refused_by_the_shared_budget_is_given_back() -> None:
@@ -234,18 +238,22 @@ def test_a_pair_under_a_limit_of_one_takes_one_slot() -> None:
     assert limiter.acquire_pair() == (0.0, None)
 
 
-def test_a_pair_moves_its_second_shared_row_when_it_is_sent_or_gives_it_back() -> None:
+def test_a_pair_tells_the_shared_budget_when_each_send_went_or_gives_it_back() -> None:
     t = [0.0]
     shared = Refusing(refusals=0)
     limiter = RateLimiter(4, 1.0, margin=0.0, clock=lambda: t[0], sleep=lambda s: None,
                           shared=shared)
     first, second = limiter.acquire_pair()
     assert second is not None and shared.taken == 2
-    limiter.sent(first)            # the first row was taken for its own send: left as is
+    limiter.sent(first)
     t[0] = 0.3
     limiter.sent(second)           # the second goes after the first's answer
-    assert shared.restamped == [1] and list(limiter.budget.windows[0].sends) == [0.0, 0.3]
+    assert shared.sent_keys == [0, 1] and list(limiter.budget.windows[0].sends) == [0.0, 0.3]
+    limiter.sent(second)           # told once: a retry's trace does not count it again
+    assert shared.sent_keys == [0, 1]
     _, spare = limiter.acquire_pair()
     assert spare is not None
     limiter.release(spare)
-    assert shared.released == [3] and shared.restamped == [1]
+    assert shared.released == [3] and shared.sent_keys == [0, 1]
+    limiter.close()
+    assert shared.closed

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -20,6 +21,14 @@ from lsq_sync.store.upsert import insert_ignore_statement
 
 CLEAN_EVERY = 500  # reservations between deletions of old slots
 URGENT_GRACE_S = 0.05  # an urgent taker's claim outlasts its wait by this much
+# A prepaid slot is held from its visit until LEASE_S + span later, whether used or not:
+# longer wastes the window when the pool lapses unused (the block then halves), shorter
+# lets it lapse before a busy process's next call. GUARD_S: a prepaid slot is handed out
+# only with this much of its lease left, time for its request to go out.
+LEASE_S = 0.2
+GUARD_S = 0.02
+MAX_BLOCK = 64        # the most slots one visit takes
+LATE_S = 0.01         # a send later than its stamp by more is restamped at once
 
 
 def bucket_for(access_key: str) -> str:
@@ -30,14 +39,24 @@ def bucket_for(access_key: str) -> str:
 class SharedSlots:
     """Send slots kept in lsq_rate_slots: an exact sliding window across processes.
 
-    A reservation locks the bucket's row (an UPDATE, which every dialect serialises),
-    reads the slots still inside the window, and adds one if the window has room. Times
-    are wall-clock seconds, which processes on one machine share; processes on several
-    machines need synchronised clocks (NTP), and the margin absorbs the rest.
+    A visit to the database locks the bucket's row (an UPDATE, which every dialect
+    serialises), reads the slots still inside the window, and adds rows if the window has
+    room. Times are wall-clock seconds, which processes on one machine share; processes on
+    several machines need synchronised clocks (NTP), and the margin absorbs the rest.
+
+    Slots are taken in blocks where the window has room, so that a fast pull pays one
+    transaction per block rather than per call: the slots asked for are stamped now, the
+    block's others ("prepaid") now + LEASE_S, which holds each of them in every process's
+    window from now until LEASE_S + span later, so any send made within the lease is
+    inside what the row holds. A prepaid slot not used within its lease is deleted. Each
+    send's real time is written back at the next visit (earlier than the stamp: the
+    window frees sooner), or at once when it went out later than its row said (then the
+    row would free its place too early).
     """
 
     def __init__(self, engine: Engine, bucket: str, calls: int, period: float, margin: float,
-                 clock: Callable[[], float] = time.time, *, urgent: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, *, urgent: bool = False,
+                 late_s: float = LATE_S) -> None:
         self.engine = engine
         # Urgent (listen's hinted leads): a change is known to wait there. An urgent taker
         # that finds the window full says until when it waits (rate_buckets.urgent_until),
@@ -48,8 +67,16 @@ class SharedSlots:
         self.period = period
         self.span = period + margin
         self.clock = clock
+        self.late_s = late_s  # a send this much later than its stamp is restamped at once
+        self.visits = 0       # transactions that took slots (bench and tests read it)
         self._lock = threading.Lock()
         self._count = 0
+        self._block = 1                                  # slots to take at the next visit
+        self._visited = float("-inf")                    # when the last visit took slots
+        self._pool: deque[tuple[int, float]] = deque()   # prepaid (key, stamp), in order
+        self._out: dict[int, float] = {}                 # handed out, not sent: key -> stamp
+        self._settle: dict[int, float] = {}              # sent earlier than stamped
+        self._drop: list[int] = []                       # prepaid, lapsed unused
         try:
             with engine.begin() as conn:
                 conn.execute(insert_ignore_statement(conn, rate_buckets),
@@ -62,6 +89,8 @@ class SharedSlots:
         margin = self.span - self.period
         if calls / period < self.calls / self.period:
             self.calls, self.period, self.span = calls, period, period + margin
+            with self._lock:
+                self._lapse(float("inf"))  # the pool was taken under the old limit
 
     def _window(self, conn: Any, now: float) -> list[float]:
         return list(conn.execute(
@@ -89,56 +118,135 @@ class SharedSlots:
                 (rate_buckets.c.urgent_until.is_(None))
                 | (rate_buckets.c.urgent_until < until)).values(urgent_until=until))
 
+    def _lapse(self, now: float) -> bool:
+        """Move the prepaid slots whose lease is (nearly) over to the deletions; returns
+        whether any lapsed."""
+        lapsed = False
+        while self._pool and self._pool[0][1] - now < GUARD_S:
+            self._drop.append(self._pool.popleft()[0])
+            lapsed = True
+        return lapsed
+
+    def _hand_out(self, n: int) -> list[int]:
+        keys = []
+        for _ in range(n):
+            key, stamp = self._pool.popleft()
+            self._out[key] = stamp
+            keys.append(key)
+        return keys
+
+    def _tidy(self, conn: Any) -> None:
+        """Write back what this process learnt since its last visit."""
+        if self._drop:
+            conn.execute(delete(rate_slots).where(rate_slots.c.id.in_(self._drop)))
+            self._drop = []
+        if self._settle:
+            conn.execute(update(rate_slots).where(rate_slots.c.id == bindparam("key"))
+                         .values(sent_at=bindparam("at")),
+                         [{"key": k, "at": at} for k, at in self._settle.items()])
+            self._settle = {}
+
     def reserve(self, n: int = 1) -> tuple[float, list[int]]:
         """Take `n` slots now and return (0, their rows' keys), or return how long to wait
         before trying again (and no keys)."""
         try:
             with self._lock:
-                # A read first: while the window is full, waiting needs no write lock (on
-                # SQLite the one writer is also busy with the run's own batches).
-                with self.engine.connect() as conn:
-                    now = self.clock()
-                    wait = self._yield_to_urgent(conn, now) or self._wait(
-                        self._window(conn, now), now, n)
-                if wait > 0:
-                    if self.urgent:
-                        self._claim(wait, now)
-                    return wait, []
+                now = self.clock()
+                if self._lapse(now):
+                    self._block = max(1, self._block // 2)  # more was taken than used
+                if len(self._pool) >= n:
+                    return 0.0, self._hand_out(n)
+                need = n - len(self._pool)  # what is prepaid goes first
+                if not self._drop and not self._settle:
+                    # A read first: while the window is full, waiting needs no write lock
+                    # (on SQLite the one writer is also busy with the run's own batches).
+                    with self.engine.connect() as conn:
+                        wait = self._yield_to_urgent(conn, now) or self._wait(
+                            self._window(conn, now), now, need)
+                    if wait > 0:
+                        if self.urgent:
+                            self._claim(wait, now)
+                        return wait, []
                 with self.engine.begin() as conn:
                     now = self.clock()
                     conn.execute(update(rate_buckets).where(
                         rate_buckets.c.bucket == self.bucket).values(touched=now))
-                    wait = self._yield_to_urgent(conn, now) or self._wait(
-                        self._window(conn, now), now, n)  # again, locked
+                    self._tidy(conn)
+                    window = self._window(conn, now)  # again, locked
+                    wait = self._yield_to_urgent(conn, now) or self._wait(window, now, need)
                     if wait > 0:
+                        if self.urgent:
+                            self._claim(wait, now)
                         return wait, []
-                    keys = []
-                    for _ in range(n):
+                    take = max(need, min(self._block, self.calls - len(window)))
+                    for i in range(take):
+                        stamp = now if i < need else now + LEASE_S
                         key = conn.execute(insert(rate_slots).values(
-                            bucket=self.bucket, sent_at=now)).inserted_primary_key
-                        keys.append(int(key[0]) if key else 0)
+                            bucket=self.bucket, sent_at=stamp)).inserted_primary_key
+                        self._pool.append((int(key[0]) if key else 0, stamp))
                     self._count += 1
                     if self._count % CLEAN_EVERY == 1:
                         conn.execute(delete(rate_slots).where(
                             rate_slots.c.bucket == self.bucket,
                             rate_slots.c.sent_at < now - 2 * self.span))
-                    return 0.0, keys
+                # Back within a lease: calls come faster than one visit each, so the next
+                # block is larger; a slower taker keeps taking one slot a visit, and never
+                # holds a slot it will not use.
+                fast = now - self._visited < LEASE_S
+                self._block = min(MAX_BLOCK, self._block * 2) if fast else 1
+                self._visited = now
+                self.visits += 1
+                # The leftover prepaid slots and those stamped now are the first n.
+                return 0.0, self._hand_out(n)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot reserve a send slot: {describe(exc)}") from None
 
-    def restamp(self, key: int) -> None:
-        """The send of slot `key` goes out now (later than reserved): count it from now.
+    def sent(self, key: int) -> None:
+        """The send of slot `key` goes out now: count it from now.
 
-        Until this moment it counted from its reservation, which is earlier, so no other
-        process could take its place in the meantime (the delay is one answer's time, far
-        less than the window)."""
-        self._change(update(rate_slots).where(rate_slots.c.id == key)
-                     .values(sent_at=self.clock()))
+        Later than its stamp (beyond `late_s`): written at once, since the row would leave
+        the window before the send does. Earlier (a prepaid slot): written at the next
+        visit, which only frees the window sooner."""
+        with self._lock:
+            stamp = self._out.pop(key, None)
+            if stamp is None:
+                return
+            now = self.clock()
+            if now <= stamp:
+                if stamp - now > self.late_s:
+                    self._settle[key] = now
+                return
+            if now - stamp <= self.late_s:
+                return
+        self._change(update(rate_slots).where(rate_slots.c.id == key).values(sent_at=now))
 
     def release(self, keys: Sequence[int]) -> None:
-        """Give back slots whose requests will not be sent."""
-        if keys:
-            self._change(delete(rate_slots).where(rate_slots.c.id.in_(list(keys))))
+        """Give back slots whose requests will not be sent: prepaid ones whose lease
+        still runs go back to the pool, the others are deleted at once."""
+        gone = []
+        with self._lock:
+            now = self.clock()
+            for key in keys:
+                stamp = self._out.pop(key, None)
+                if stamp is not None and stamp - now >= GUARD_S and stamp > now:
+                    self._pool.append((key, stamp))
+                else:
+                    gone.append(key)
+            self._pool = deque(sorted(self._pool, key=lambda p: p[1]))
+        if gone:
+            self._change(delete(rate_slots).where(rate_slots.c.id.in_(gone)))
+
+    def close(self) -> None:
+        """Give back the prepaid slots and write the sends' real times (end of a run)."""
+        with self._lock:
+            self._lapse(float("inf"))
+            if not self._drop and not self._settle:
+                return
+            try:
+                with self.engine.begin() as conn:
+                    self._tidy(conn)
+            except SQLAlchemyError:
+                pass  # the rows only hold their places longer; they lapse on their own
 
     def _change(self, statement: Any) -> None:
         try:

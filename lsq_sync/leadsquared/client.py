@@ -176,6 +176,7 @@ class LsqClient:
             clients, self._clients = self._clients, []
         for http in clients:
             http.close()
+        self.limiter.close()
 
     def __enter__(self) -> LsqClient:
         return self

@@ -172,11 +172,13 @@ class Shared(Protocol):
 
     def reserve(self, n: int = 1) -> tuple[float, list[int]]: ...
 
-    def restamp(self, key: int) -> None: ...
+    def sent(self, key: int) -> None: ...
 
     def release(self, keys: Sequence[int]) -> None: ...
 
     def tighten(self, calls: int, period: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 
@@ -196,7 +198,7 @@ class RateLimiter:
         self.stop = stop or threading.Event()
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._held: dict[float, int] = {}  # a group's later slots -> their shared rows
+        self._held: dict[float, int] = {}  # slots not yet sent -> their shared rows
 
     def wait(self, seconds: float) -> None:
         """Sleep, unless the run is stopping: then raise Stopped."""
@@ -242,10 +244,10 @@ class RateLimiter:
             # which would leave a hole in the window of every process.
             wait, keys = self.shared.reserve(n)
             if wait <= 0:
-                # The later sends of a group leave after the first one's answer: their
-                # shared rows are moved to the time they really go (see sent()).
+                # Each send tells the shared budget when it really went (see sent()): the
+                # later sends of a group leave only after the first one's answer.
                 with self._lock:
-                    self._held.update(zip(slots[1:], keys[1:], strict=True))
+                    self._held.update(zip(slots, keys, strict=True))
                 return slots
             with self._lock:
                 for slot in slots:
@@ -272,7 +274,7 @@ class RateLimiter:
             self.budget.restamp(slot, self.clock())
             key = self._held.pop(slot, None)
         if key is not None and self.shared is not None:
-            self.shared.restamp(key)
+            self.shared.sent(key)
 
     def throttled(self, calls: int | None, period: float | None) -> bool:
         """Record a throttle answer; returns True when the stated limit is new to us.
@@ -301,3 +303,8 @@ class RateLimiter:
     @property
     def rate(self) -> float:
         return self.budget.rate
+
+    def close(self) -> None:
+        """The run is over: give back the shared slots it prepaid and did not use."""
+        if self.shared is not None:
+            self.shared.close()
