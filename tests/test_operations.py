@@ -23,7 +23,7 @@ from lsq_sync.cli import cli
 from lsq_sync.config import Config
 from lsq_sync.core import app
 from lsq_sync.core.pull import PullOptions
-from lsq_sync.store import db, runs
+from lsq_sync.store import db, runs, schema
 from lsq_sync.store import leases as lock
 from lsq_sync.store.models import locks, sync_runs
 from lsq_sync.store.types import utcnow
@@ -197,6 +197,30 @@ def test_pull_and_push_together_share_the_limit(
     assert stats["busiest_window"] <= 10  # the two processes never exceeded the limit
     # How close they came to it (the pace) is a timing figure: bench/shared_budget.py
     # measures it.
+
+
+def test_a_pull_with_nothing_to_do_loads_no_http_push_or_migration_code(
+        sqlite_url: str, sim: Simulator, tmp_path: Path) -> None:
+    """cron every minute pays a run's fixed cost: with no lead to fetch, the HTTP client,
+    the push and alembic are never imported, and the run is still recorded."""
+    fill_leads_table(sqlite_url, [])
+    schema.upgrade(db.make_engine(sqlite_url))
+    config = write_config(tmp_path / "c.toml", sim, sqlite_url)
+    code = ("import sys; from lsq_sync.cli import main\n"
+            "try:\n    sys.argv = ['lsq-sync', '--config', sys.argv[1], 'pull']; main()\n"
+            "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            "print(sorted(m for m in ('httpx', 'alembic', 'lsq_sync.core.push',"
+            " 'lsq_sync.leadsquared.client') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    engine = db.make_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM lsq_sync_runs")).scalars().all() == [
+            "succeeded"]
+    engine.dispose()
+    assert sim.meter.snapshot()["accepted"] == 0
 
 
 def test_last_success_selects_only_changed_leads(db_url: str, engine: Engine, sim: Simulator,

@@ -36,6 +36,29 @@ def test_models_and_migrations_agree(db_url: str) -> None:
     engine.dispose()
 
 
+def test_the_revisions_read_from_the_scripts_are_alembics() -> None:
+    """Commands other than `db upgrade` check the schema without importing alembic: the
+    chain they read off the scripts' lines is the one alembic walks."""
+    from alembic.script import ScriptDirectory
+    scripts = ScriptDirectory.from_config(schema.alembic_config())
+    assert schema.head() == scripts.get_current_head()
+    assert list(schema._chain()) == [s.revision for s in scripts.walk_revisions()][::-1]
+
+
+def test_a_run_does_not_import_alembic_or_other_dialects(tmp_path: Any) -> None:
+    """A run's fixed cost: alembic and the dialects not in use stay unimported."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    schema.upgrade(db.make_engine(url))
+    code = ("import sys; from lsq_sync.store import db, schema, tasks;"
+            f"schema.require_current(db.make_engine({url!r}));"
+            "print(sorted({m.split('.')[2] if m.startswith('sqlalchemy.dialects.') else 'alembic'"
+            " for m in sys.modules if m.startswith(('alembic', 'sqlalchemy.dialects.'))"
+            " and not m.startswith('sqlalchemy.dialects._')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['sqlite']"
+
+
 def test_a_missing_schema_is_refused_with_the_fix(empty_db_url: str) -> None:
     engine = db.make_engine(empty_db_url)
     with pytest.raises(SchemaError, match="run `lsq-sync db upgrade`"):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,11 +17,13 @@ from lsq_sync.core import freshest
 from lsq_sync.core.progress import Progress
 from lsq_sync.core.run import GRACE_S, Run, Tx
 from lsq_sync.errors import ApiError, ConfigError, FatalError, StoreError
-from lsq_sync.leadsquared.client import LsqClient
 from lsq_sync.store import hints, leads, leadstate, runs, worklist
 from lsq_sync.store.db import chunks, describe
 from lsq_sync.store.tasks import LeadOutcome, write_batch
 from lsq_sync.store.types import utcnow
+
+if TYPE_CHECKING:
+    from lsq_sync.leadsquared.client import LsqClient
 
 MAX_SKIP_WARNINGS = 20
 # Passes in a row that try a failing lead again even when the query no longer returns it;
@@ -53,7 +56,8 @@ class PullOptions:
 class Puller:
     """The pull part of a run. Workers only fetch; the run's thread does every write."""
 
-    def __init__(self, run: Run, *, leads_engine: Engine, query: str, client: LsqClient,
+    def __init__(self, run: Run, *, leads_engine: Engine, query: str,
+                 client: Callable[[], LsqClient],
                  progress: Progress, options: PullOptions | None = None,
                  history: bool = False, overlap: timedelta = timedelta(0),
                  refresh: RefreshConfig | None = None, budget: float = 0.0) -> None:
@@ -62,7 +66,10 @@ class Puller:
         self.log = run.log
         self.leads_engine = leads_engine
         self.query = query
-        self.client = client
+        # What gives the client, asked once there is a lead to fetch: a pull with nothing
+        # to do never loads the HTTP stack.
+        self._connect = client
+        self.client: LsqClient | None = None
         self.progress = progress
         self.options = options or PullOptions()
         self.params: dict[str, Any] = {}
@@ -181,8 +188,10 @@ class Puller:
     # -- fetching ------------------------------------------------------------------------
 
     def _fetch(self, seq: int, lead_id: str) -> LeadOutcome:
+        client = self.client
+        assert client is not None  # pull() asked for it before the first job
         try:
-            found = self.client.retrieve_task_list(lead_id)
+            found = client.retrieve_task_list(lead_id)
             for task_id, why in found.bad.items():
                 self.log.warning("task_skipped", lead_id=lead_id, task_id=task_id, reason=why,
                                  action="its last good row is kept; fix it in LeadSquared")
@@ -196,13 +205,17 @@ class Puller:
         except ApiError as exc:
             self.log.warning("lead_failed", lead_id=lead_id, error=type(exc).__name__,
                              exception_type=exc.exception_type, status=exc.status_code,
-                             message=self.client.redact(str(exc)))
+                             message=client.redact(str(exc)))
             return LeadOutcome(seq, lead_id, error=f"{type(exc).__name__}: {exc}")
 
     def pull(self) -> None:
         """Fetch every staged lead and write what comes back in batches; raises FatalError
         after saving what is done."""
         todo: Iterator[tuple[int, str]] = worklist.pending(self.engine, self.run.id)
+        first = next(todo, None)
+        if first is not None:
+            self.client = self._connect()
+            todo = itertools.chain([first], todo)
         self.progress.start(self.run.counts.leads_total)
         try:
             complete = self.run.drive(lambda item: self._fetch(*item), todo, self._buffer.extend,

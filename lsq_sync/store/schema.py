@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from lsq_sync.errors import SchemaError, StoreError
 from lsq_sync.store.db import describe, safe_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# alembic itself is imported only to migrate: every other command checks the revision
+# with one SELECT and the scripts' own lines (importing alembic costs each run 50 ms).
+_REVISION = re.compile(r'^(down_revision|revision)\b[^=]*=\s*(?:"([^"]*)"|None)', re.M)
 
 UPGRADE_HINT = "run `lsq-sync db upgrade`"
 VERSION_TABLE = "lsq_sync_alembic_version"
@@ -32,6 +37,7 @@ def migrations_dir() -> Path:
 
 def alembic_config(engine: Engine | None = None, version_table: str = VERSION_TABLE
                    ) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if engine is not None:
@@ -40,13 +46,34 @@ def alembic_config(engine: Engine | None = None, version_table: str = VERSION_TA
     return cfg
 
 
+@cache
+def _chain() -> tuple[str, ...]:
+    """The revisions of migrations/versions, oldest first, read from the scripts' lines."""
+    parents: dict[str, str | None] = {}
+    for script in sorted((migrations_dir() / "versions").glob("*.py")):
+        found = dict((m[0], m[1] or None) for m in _REVISION.findall(script.read_text()))
+        if found.get("revision"):
+            parents[str(found["revision"])] = found.get("down_revision")
+    chain: list[str] = []
+    while len(chain) < len(parents):
+        after = chain[-1] if chain else None
+        nxt = [rev for rev, parent in parents.items() if parent == after]
+        if len(nxt) != 1:
+            raise SchemaError("the migrations of this installation do not form one line; "
+                              "reinstall lsq-sync")
+        chain.append(nxt[0])
+    return tuple(chain)
+
+
 def _known() -> set[str]:
-    return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    return set(_chain())
 
 
 def _revision(conn: Connection, table: str) -> str | None:
-    return MigrationContext.configure(conn, opts={"version_table": table}
-                                      ).get_current_revision()
+    if not inspect(conn).has_table(table):
+        return None
+    rows = conn.execute(text(f"SELECT version_num FROM {table}")).scalars().all()
+    return str(rows[0]) if len(rows) == 1 else None
 
 
 def legacy_revision(engine: Engine) -> str | None:
@@ -70,6 +97,7 @@ def _adopt_legacy(engine: Engine) -> str | None:
     rev = legacy_revision(engine)
     if rev is None:
         return None
+    from alembic import command
     command.stamp(alembic_config(engine), rev)
     with engine.begin() as conn:
         conn.execute(text(f"DELETE FROM {LEGACY_VERSION_TABLE} WHERE version_num = :rev"),
@@ -82,10 +110,10 @@ def _adopt_legacy(engine: Engine) -> str | None:
 
 
 def head() -> str:
-    rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if rev is None:
+    chain = _chain()
+    if not chain:
         raise SchemaError("no migrations found; reinstall lsq-sync")
-    return rev
+    return chain[-1]
 
 
 def current(engine: Engine) -> str | None:
@@ -102,6 +130,8 @@ def upgrade(engine: Engine, revision: str = "head", *,
             version_table: str = VERSION_TABLE) -> tuple[str | None, str]:
     """Migrate to `revision`; returns (before, after). A schema an older lsq-sync recorded
     in `alembic_version` moves to lsq_sync_alembic_version first, nothing else changed."""
+    from alembic import command
+    from alembic.util import CommandError
     try:
         legacy = _adopt_legacy(engine) if version_table == VERSION_TABLE else None
         with engine.connect() as conn:
