@@ -16,12 +16,13 @@ from pathlib import Path
 
 from lsq_sync.testing import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 
-from common import SimProcess, lsq, run_cli, run_cmd, workdir, write_config
+from common import SimProcess, lsq, run_cmd, workdir, write_config
 
 HERE = Path(__file__).resolve().parent
 
 
-def one(arm: str, leads: int, folder: Path, dlt_python: str) -> tuple[float, float, float]:
+def one(arm: str, leads: int, folder: Path, dlt_python: str, python: str
+        ) -> tuple[float, float, float]:
     """(wall, CPU, peak RSS MB) of one pull of `leads` leads into a new database."""
     db_url = f"sqlite:///{folder / f'{arm}-{leads}-{len(list(folder.iterdir()))}.db'}"
     sim = SimProcess("--leads", str(leads), "--rate-limit", "0", "--leads-db", db_url)
@@ -34,8 +35,8 @@ def one(arm: str, leads: int, folder: Path, dlt_python: str) -> tuple[float, flo
             config = write_config(folder / f"{arm}.toml", sim.url, db_url,
                                   rate_limit_calls=1_000_000, rate_limit_period_s=1,
                                   **({"shared_budget": False} if arm == "shared off" else {}))
-            run_cli(*lsq(config, "db", "upgrade"))
-            code, wall, cpu, rss = run_cli(*lsq(config, "pull"))
+            run_cmd([python, "-m", "lsq_sync", *lsq(config, "db", "upgrade")])
+            code, wall, cpu, rss = run_cmd([python, "-m", "lsq_sync", *lsq(config, "pull")])
         if code != 0:
             raise SystemExit(f"{arm}: exit {code} on {leads} leads")
         return wall, cpu, rss
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dlt-python", default="",
                         help="a Python with dlt[sqlalchemy] installed (the dlt arm)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the Python whose lsq-sync the lsq-sync arms run (default: this "
+                             "one), to compare two versions in one sitting")
     parser.add_argument("--arms", nargs="+", default=["dlt", "default", "shared off"],
                         choices=["dlt", "default", "shared off"])
     args = parser.parse_args()
@@ -60,8 +64,9 @@ def main() -> None:
     print(f"|---|{'---|' * len(arms)}")
     walls, per_lead, empty = [], [], []
     for arm in arms:
-        runs = [one(arm, args.leads, folder, args.dlt_python) for _ in range(args.repeats)]
-        idle = [one(arm, 0, folder, args.dlt_python) for _ in range(args.repeats)]
+        runs = [one(arm, args.leads, folder, args.dlt_python, args.python)
+                for _ in range(args.repeats)]
+        idle = [one(arm, 0, folder, args.dlt_python, args.python) for _ in range(args.repeats)]
         idle_cpu = statistics.median(c for _, c, _ in idle)
         walls.append(f"{statistics.median(w for w, _, _ in runs):.2f} s")
         marginal = (statistics.median(c for _, c, _ in runs) - idle_cpu) / args.leads
