@@ -213,16 +213,18 @@ class Puller:
         after saving what is done."""
         todo: Iterator[tuple[int, str]] = worklist.pending(self.engine, self.run.id)
         first = next(todo, None)
-        if first is not None:
-            self.client = self._connect()
-            todo = itertools.chain([first], todo)
         self.progress.start(self.run.counts.leads_total)
-        try:
-            complete = self.run.drive(lambda item: self._fetch(*item), todo, self._buffer.extend,
-                                      grace_s=self.options.grace_s, tick=self._maybe_flush)
-        except FatalError:
-            self._flush()
-            raise
+        if first is None:  # nothing to fetch: no client, no worker threads
+            complete = self.run.stopped is None
+        else:
+            self.client = self._connect()
+            try:
+                complete = self.run.drive(lambda item: self._fetch(*item),
+                                          itertools.chain([first], todo), self._buffer.extend,
+                                          grace_s=self.options.grace_s, tick=self._maybe_flush)
+            except FatalError:
+                self._flush()
+                raise
         self._flush()
         self.progress.finish()
         if self.is_pass and complete:
