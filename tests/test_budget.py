@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from lsq_sync.leadsquared.budget import SharedSlots, bucket_for
 from lsq_sync.leadsquared.ratelimit import RateLimiter
-from lsq_sync.store.models import rate_slots
+from lsq_sync.store.models import rate_buckets, rate_slots
 
 
 def test_two_processes_share_one_window(engine: Engine) -> None:
@@ -172,3 +172,27 @@ def test_prepaid_slots_hold_their_places_until_given_back_or_sent(engine: Engine
     t[0] = 2000.32
     again.sent(late_key)                    # written at once: the row must not free early
     assert abs(stamp(late_key) - 2000.32) < 1e-6
+
+
+def test_an_urgent_taker_with_sends_to_write_back_claims_in_the_same_transaction(
+        engine: Engine) -> None:
+    """The urgent taker's claim is made inside the visit that found the window full (a
+    second transaction would wait on the bucket row its own visit holds)."""
+    t = [1000.0]
+    urgent = SharedSlots(engine, "b", 4, 1.0, 0.0, clock=lambda: t[0], urgent=True)
+    passing = SharedSlots(engine, "b", 4, 1.0, 0.0, clock=lambda: t[0])
+    for _ in range(3):  # blocks of 1, 1, 2: the window's four slots, one of them prepaid
+        urgent.reserve()
+        t[0] += 0.001
+    (prepaid,) = urgent.reserve()[1]
+    urgent.sent(prepaid)                    # early: its real time waits for the next visit
+    t[0] += 0.001
+    wait, keys = urgent.reserve()           # that visit finds the window full
+    assert wait > 0 and keys == []
+    with engine.connect() as conn:
+        until = conn.execute(select(rate_buckets.c.urgent_until)
+                             .where(rate_buckets.c.bucket == "b")).scalar_one()
+    assert until is not None and until >= t[0] + wait
+    t[0] += wait                            # a slot frees: it is the urgent taker's
+    assert passing.reserve()[0] > 0
+    assert urgent.reserve()[0] == 0.0

@@ -194,6 +194,35 @@ def test_a_database_that_goes_away_gets_503_and_nothing_is_acknowledged(
         made.close()
 
 
+def test_a_webhook_that_stopped_waiting_does_not_end_the_writer(sqlite_url: str) -> None:
+    """A commit slower than the webhook's patience: the webhook is answered 503 and stops
+    waiting (its future cancelled); the commit that follows must not end the writer, or
+    every later webhook would get 503."""
+    import sqlite3
+
+    from lsq_sync.listen.writer import HintWriter
+    from lsq_sync.logs import get_logger
+    from lsq_sync.store import schema
+    from lsq_sync.store.types import utcnow
+    engine = db.make_engine(sqlite_url)
+    schema.upgrade(engine)
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    writer = HintWriter(engine, get_logger("test")).start()
+    try:
+        late = writer.submit([hints.Hint("lead-1")], utcnow())
+        time.sleep(0.3)
+        assert late.cancel()                     # the webhook gave up (app: 503)
+        blocker.execute("ROLLBACK")              # the writer's commit goes through now
+        again = writer.submit([hints.Hint("lead-2")], utcnow())
+        assert again.result(timeout=15) == 1     # the writer is still there
+    finally:
+        blocker.close()
+        writer.close()
+    assert sorted(r.lead_id for r in pending(engine)) == ["lead-1", "lead-2"]
+    engine.dispose()
+
+
 def test_a_changed_task_reaches_lsq_tasks_through_a_webhook(
         make_sim: Callable[..., Simulator], db_url: str) -> None:
     if db_url.startswith("mysql"):

@@ -109,14 +109,15 @@ class SharedSlots:
             rate_buckets.c.bucket == self.bucket)).scalar()
         return max(0.0, float(until) - now) if until else 0.0
 
-    def _claim(self, wait: float, now: float) -> None:
-        """An urgent taker must wait `wait`: the slots freed meanwhile are its."""
+    def _claim(self, conn: Any, wait: float, now: float) -> None:
+        """An urgent taker must wait `wait`: the slots freed meanwhile are its. On `conn`,
+        in the caller's transaction (another one would wait for the bucket's row lock that
+        the caller's own transaction holds)."""
         until = now + wait + URGENT_GRACE_S
-        with self.engine.begin() as conn:
-            conn.execute(update(rate_buckets).where(
-                rate_buckets.c.bucket == self.bucket,
-                (rate_buckets.c.urgent_until.is_(None))
-                | (rate_buckets.c.urgent_until < until)).values(urgent_until=until))
+        conn.execute(update(rate_buckets).where(
+            rate_buckets.c.bucket == self.bucket,
+            (rate_buckets.c.urgent_until.is_(None))
+            | (rate_buckets.c.urgent_until < until)).values(urgent_until=until))
 
     def _lapse(self, now: float) -> bool:
         """Move the prepaid slots whose lease is (nearly) over to the deletions; returns
@@ -165,7 +166,8 @@ class SharedSlots:
                             self._window(conn, now), now, need)
                     if wait > 0:
                         if self.urgent:
-                            self._claim(wait, now)
+                            with self.engine.begin() as conn:
+                                self._claim(conn, wait, now)
                         return wait, []
                 with self.engine.begin() as conn:
                     now = self.clock()
@@ -176,7 +178,7 @@ class SharedSlots:
                     wait = self._yield_to_urgent(conn, now) or self._wait(window, now, need)
                     if wait > 0:
                         if self.urgent:
-                            self._claim(wait, now)
+                            self._claim(conn, wait, now)
                         return wait, []
                     take = max(need, min(self._block, self.calls - len(window)))
                     for i in range(take):

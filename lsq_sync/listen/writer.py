@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import Counter
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -88,14 +88,15 @@ class HintWriter:
         try:
             with self.engine.begin() as conn:
                 hints.add_many(conn, [(found, at) for found, at, _future in batch])
-        except SQLAlchemyError as exc:
-            error = StoreError(f"cannot record hints: {describe(exc)}")
+        except Exception as exc:  # the thread must outlive any batch: it is all webhooks
+            error = StoreError(f"cannot record hints: "
+                               f"{describe(exc) if isinstance(exc, SQLAlchemyError) else exc}")
             self.log.error("hints_not_recorded", webhooks=len(batch), error=str(error))
             for _found, _at, future in batch:
-                future.set_exception(error)
+                _settle(future, error=error)
             return
         for found, _at, future in batch:
-            future.set_result(len(found))
+            _settle(future, count=len(found))
         self.wake.set()
 
     def _flush_counts(self) -> None:
@@ -109,3 +110,15 @@ class HintWriter:
             self.log.warning("webhook_counts_not_written", error=describe(exc))
             with self._outcomes_lock:  # kept for the next flush
                 self.outcomes.update(counts)
+
+
+def _settle(future: Future[int], *, count: int = 0, error: Exception | None = None) -> None:
+    """Give a webhook its outcome, unless it stopped waiting (its answer, a 503, is sent:
+    the commit timed out, and a hint committed after it only costs a second fetch)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(count)
+    except InvalidStateError:
+        pass
