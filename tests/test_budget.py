@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import bisect
 import random
+from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
+from lsq_sync.errors import StoreError
 from lsq_sync.leadsquared.budget import SharedSlots, bucket_for
 from lsq_sync.leadsquared.ratelimit import RateLimiter
 from lsq_sync.store.models import rate_buckets, rate_slots
@@ -196,3 +200,34 @@ def test_an_urgent_taker_with_sends_to_write_back_claims_in_the_same_transaction
     t[0] += wait                            # a slot frees: it is the urgent taker's
     assert passing.reserve()[0] > 0
     assert urgent.reserve()[0] == 0.0
+
+
+def test_a_visit_that_fails_hands_out_none_of_its_rows(engine: Engine) -> None:
+    """The database fails in the middle of a visit (its third INSERT): the transaction is
+    rolled back, so none of its rows may be handed out later, or a send would go out with
+    no row holding its place."""
+    t = [1000.0]
+    taker = SharedSlots(engine, "b", 10, 1.0, 0.0, clock=lambda: t[0])
+    for _ in range(3):  # blocks of 1, 1, 2; the next visit takes 4
+        taker.reserve()
+        t[0] += 0.001
+    taker.reserve()  # the prepaid one
+    inserts = [0]
+
+    def fail_third(conn: Any, statement: Any, *_: Any) -> None:
+        if getattr(statement, "is_insert", False) and statement.table is rate_slots:
+            inserts[0] += 1
+            if inserts[0] == 3:
+                raise OperationalError("INSERT", {}, Exception("the server went away"))
+
+    event.listen(engine, "after_execute", fail_third)
+    try:
+        with pytest.raises(StoreError):
+            taker.reserve()
+    finally:
+        event.remove(engine, "after_execute", fail_third)
+    t[0] += 0.001
+    handed = [key for _ in range(4) for key in taker.reserve()[1]]
+    with engine.connect() as conn:
+        held = set(conn.execute(select(rate_slots.c.id)).scalars())
+    assert handed and set(handed) <= held

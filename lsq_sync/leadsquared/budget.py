@@ -137,15 +137,14 @@ class SharedSlots:
         return keys
 
     def _tidy(self, conn: Any) -> None:
-        """Write back what this process learnt since its last visit."""
+        """Write back what this process learnt since its last visit (the caller forgets
+        it once the transaction has committed)."""
         if self._drop:
             conn.execute(delete(rate_slots).where(rate_slots.c.id.in_(self._drop)))
-            self._drop = []
         if self._settle:
             conn.execute(update(rate_slots).where(rate_slots.c.id == bindparam("key"))
                          .values(sent_at=bindparam("at")),
                          [{"key": k, "at": at} for k, at in self._settle.items()])
-            self._settle = {}
 
     def reserve(self, n: int = 1) -> tuple[float, list[int]]:
         """Take `n` slots now and return (0, their rows' keys), or return how long to wait
@@ -169,28 +168,14 @@ class SharedSlots:
                             with self.engine.begin() as conn:
                                 self._claim(conn, wait, now)
                         return wait, []
-                with self.engine.begin() as conn:
-                    now = self.clock()
-                    conn.execute(update(rate_buckets).where(
-                        rate_buckets.c.bucket == self.bucket).values(touched=now))
-                    self._tidy(conn)
-                    window = self._window(conn, now)  # again, locked
-                    wait = self._yield_to_urgent(conn, now) or self._wait(window, now, need)
-                    if wait > 0:
-                        if self.urgent:
-                            self._claim(conn, wait, now)
-                        return wait, []
-                    take = max(need, min(self._block, self.calls - len(window)))
-                    for i in range(take):
-                        stamp = now if i < need else now + LEASE_S
-                        key = conn.execute(insert(rate_slots).values(
-                            bucket=self.bucket, sent_at=stamp)).inserted_primary_key
-                        self._pool.append((int(key[0]) if key else 0, stamp))
-                    self._count += 1
-                    if self._count % CLEAN_EVERY == 1:
-                        conn.execute(delete(rate_slots).where(
-                            rate_slots.c.bucket == self.bucket,
-                            rate_slots.c.sent_at < now - 2 * self.span))
+                now = self.clock()
+                wait, fresh = self._visit(now, need)
+                # Only now, the transaction committed: a row it inserted and rolled back
+                # must never be handed out, and what it wrote back is written.
+                self._drop, self._settle = [], {}
+                if wait > 0:
+                    return wait, []
+                self._pool.extend(fresh)
                 # Back within a lease: calls come faster than one visit each, so the next
                 # block is larger; a slower taker keeps taking one slot a visit, and never
                 # holds a slot it will not use.
@@ -202,6 +187,32 @@ class SharedSlots:
                 return 0.0, self._hand_out(n)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot reserve a send slot: {describe(exc)}") from None
+
+    def _visit(self, now: float, need: int) -> tuple[float, list[tuple[int, float]]]:
+        """One transaction: write back what this process learnt, then take `need` slots
+        and a block of prepaid ones if the window has room (else say how long to wait)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(rate_buckets).where(
+                rate_buckets.c.bucket == self.bucket).values(touched=now))
+            self._tidy(conn)
+            window = self._window(conn, now)  # again, locked
+            wait = self._yield_to_urgent(conn, now) or self._wait(window, now, need)
+            if wait > 0:
+                if self.urgent:
+                    self._claim(conn, wait, now)
+                return wait, []
+            fresh = []
+            for i in range(max(need, min(self._block, self.calls - len(window)))):
+                stamp = now if i < need else now + LEASE_S
+                key = conn.execute(insert(rate_slots).values(
+                    bucket=self.bucket, sent_at=stamp)).inserted_primary_key
+                fresh.append((int(key[0]) if key else 0, stamp))
+            self._count += 1
+            if self._count % CLEAN_EVERY == 1:
+                conn.execute(delete(rate_slots).where(
+                    rate_slots.c.bucket == self.bucket,
+                    rate_slots.c.sent_at < now - 2 * self.span))
+        return 0.0, fresh
 
     def sent(self, key: int) -> None:
         """The send of slot `key` goes out now: count it from now.
@@ -249,6 +260,7 @@ class SharedSlots:
                     self._tidy(conn)
             except SQLAlchemyError:
                 pass  # the rows only hold their places longer; they lapse on their own
+            self._drop, self._settle = [], {}
 
     def _change(self, statement: Any) -> None:
         try:
