@@ -75,11 +75,6 @@ class Stats:
             self.stop.set(self.cap_reason)
         raise CapReached
 
-    def give_back(self) -> None:
-        """Uncount a call taken but never sent (its wait for a slot was stopped)."""
-        with self._lock:
-            self.calls -= 1
-
     def connection(self, ok: bool) -> int:
         """Record whether a request reached the host; returns the failures in a row."""
         with self._lock:

@@ -750,6 +750,21 @@ def test_a_stopped_run_counts_only_the_calls_it_made(
     assert result.counts.api_calls == sim.meter.snapshot()["received"] < 40
 
 
+def test_the_cap_counts_calls_that_go_not_calls_that_wait(
+        sqlite_url: str, make_sim: Callable[..., Simulator],
+        make_config: Callable[..., Config]) -> None:
+    """Ten workers, five slots a second, --calls 8: the run makes eight calls, however
+    many workers were waiting for a slot when the eighth went."""
+    from lsq_sync.store import db, schema
+    schema.upgrade(db.make_engine(sqlite_url))
+    sim = make_sim(leads=40, rate_calls=5, rate_period_s=1.0)
+    fill_leads_table(sqlite_url, sim.state.lead_ids())
+    result = pull(make_config(sim, sqlite_url, rate_limit_calls=5, rate_limit_period_s=1,
+                              concurrency=10), calls=8)
+    assert result.counts.api_calls == 8 == sim.meter.snapshot()["received"]
+    assert result.counts.leads_ok == 8 and "call cap" in (result.stopped or "")
+
+
 def test_calls_caps_one_run_and_the_next_pull_goes_on(crm: Any, engine: Engine) -> None:
     first = pull(crm.config(), calls=5)
     assert first.counts.api_calls == 5 and first.status == "partial" and not first.failed

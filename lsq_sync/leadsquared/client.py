@@ -19,9 +19,9 @@ from lsq_sync.config import LsqConfig
 from lsq_sync.control import Stats
 from lsq_sync.errors import (
     AuthError,
+    CapReached,
     RejectedError,
     StillThrottled,
-    Stopped,
     ThrottledError,
     TransientError,
     UnreachableError,
@@ -264,14 +264,16 @@ class LsqClient:
     def _attempt(self, http: httpx.Client, method: str, url: httpx.URL, path: str,
                  json_body: Any, throttles: list[int], held: list[float],
                  sent: list[datetime]) -> Any:
-        """One attempt: a call counted against the run's cap, a slot, the request and its
+        """One attempt: a slot, the call counted against the run's cap, the request and its
         answer; throttles are waited out here."""
         while True:
-            self.stats.take_call()
+            slot = held.pop() if held else self.limiter.acquire()
+            # Counted once it has its slot: a call that waited for one and was stopped
+            # never counted, so the cap is reached by calls that go, not by waiting ones.
             try:
-                slot = held.pop() if held else self.limiter.acquire()
-            except Stopped:
-                self.stats.give_back()  # counted only once it goes: it never will
+                self.stats.take_call()
+            except CapReached:
+                self.limiter.release(slot)
                 raise
             try:
                 started = time.perf_counter()
