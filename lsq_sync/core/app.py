@@ -202,7 +202,7 @@ def _work(cfg: Config, command: str, ctx: Context, options: PullOptions | None,
             progress = Progress(command, tty=ctx.tty, calls=lambda: run.stats.calls,
                                 log=log)
             puller = Puller(run, leads_engine=source, query=cfg.leads.query,
-                            client=client, progress=progress,
+                            connect=client, progress=progress,
                             options=options or PullOptions(),
                             history=cfg.store.history, overlap=cfg.leads.overlap,
                             refresh=cfg.refresh, budget=call_budget(cfg))

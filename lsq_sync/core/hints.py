@@ -109,7 +109,7 @@ class HintPuller:
         self.rounds += 1
         worklist.clear(self.engine, run.id)
         before = run.current()
-        puller = Puller(run, leads_engine=self.engine, query="", client=lambda: client,
+        puller = Puller(run, leads_engine=self.engine, query="", connect=lambda: client,
                         progress=Progress(Command.LISTEN, tty=False),
                         options=PullOptions(lead_ids=leads, quiet=True, flush_s=0.25),
                         history=self.cfg.store.history)

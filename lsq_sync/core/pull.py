@@ -57,7 +57,7 @@ class Puller:
     """The pull part of a run. Workers only fetch; the run's thread does every write."""
 
     def __init__(self, run: Run, *, leads_engine: Engine, query: str,
-                 client: Callable[[], LsqClient],
+                 connect: Callable[[], LsqClient],
                  progress: Progress, options: PullOptions | None = None,
                  history: bool = False, overlap: timedelta = timedelta(0),
                  refresh: RefreshConfig | None = None, budget: float = 0.0) -> None:
@@ -68,7 +68,7 @@ class Puller:
         self.query = query
         # What gives the client, asked once there is a lead to fetch: a pull with nothing
         # to do never loads the HTTP stack.
-        self._connect = client
+        self._connect = connect
         self.client: LsqClient | None = None
         self.progress = progress
         self.options = options or PullOptions()
