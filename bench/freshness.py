@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--churn", type=float, default=60.0,
                         help="changes per lead per hour (centre of a two-decade spread)")
     parser.add_argument("--calls", type=int, default=10, help="calls per freshest pull")
-    parser.add_argument("--loss", type=float, default=0.05)
+    parser.add_argument("--loss", type=float, default=0.05, help="share of webhooks lost")
     parser.add_argument("--seconds", type=float, default=90.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=60.0,
                         help="seconds of pulls before the window (the rates are learnt)")
@@ -119,8 +119,9 @@ def main() -> None:
                         choices=["pass", "freshest", "hints", "oracle"])
     args = parser.parse_args()
     if args.leads < 1 or args.rate < 1 or args.calls < 1 or args.seconds <= 10 \
-            or args.warmup < 0:
-        parser.error("--leads, --rate and --calls from 1, --seconds above 10, --warmup 0+")
+            or args.warmup < 0 or not 0 <= args.loss <= 1:
+        parser.error("--leads, --rate and --calls from 1, --seconds above 10, --warmup 0+, "
+                     "--loss in 0..1")
     logs.configure("console", "warning")
     results = [arm(name, args) for name in args.arms]
     base = next((r["stale"] for r in results if r["arm"] == "pass"), None)
